@@ -1,0 +1,129 @@
+"""Vector helpers over Arrow batches and numpy arrays; the hot path loops over groups, never rows."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Grouped:
+    """A batch reordered so each symbol's rows are contiguous, arrival order kept within.
+
+    ``symbols[i]`` owns rows ``starts[i] : starts[i] + counts[i]``; ``codes`` gives each
+    row's group number.
+    """
+
+    batch: pa.RecordBatch
+    symbols: list[str]
+    starts: IntArray
+    counts: IntArray
+    codes: IntArray
+
+    def slices(self) -> list[tuple[str, pa.RecordBatch]]:
+        return [
+            (sym, self.batch.slice(int(start), int(count)))
+            for sym, start, count in zip(self.symbols, self.starts, self.counts, strict=True)
+        ]
+
+    def filter(self, keep: npt.NDArray[np.bool_]) -> Grouped:
+        """Keep rows where ``keep`` is true; the result stays grouped."""
+        if bool(keep.all()):
+            return self
+        codes = self.codes[keep]
+        counts_all = np.bincount(codes, minlength=len(self.symbols)).astype(np.int64)
+        present = counts_all > 0
+        new_codes = np.cumsum(present) - 1
+        counts = counts_all[present]
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+        return Grouped(
+            batch=self.batch.filter(pa.array(keep)),
+            symbols=[s for s, p in zip(self.symbols, present, strict=True) if p],
+            starts=starts,
+            counts=counts,
+            codes=new_codes[codes].astype(np.int64),
+        )
+
+
+def group_by_symbol(batch: pa.RecordBatch) -> Grouped:
+    """Stable-sort a batch by symbol; one dictionary encode and one take, no row loop."""
+    if batch.num_rows == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return Grouped(batch, [], empty, empty, empty)
+    encoded = pc.dictionary_encode(batch.column("symbol"))
+    raw_codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = encoded.dictionary.to_pylist()
+    order_of_names = np.argsort(np.array(names, dtype=object), kind="stable")
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[order_of_names] = np.arange(len(names))
+    codes = rank[raw_codes]
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes, minlength=len(names)).astype(np.int64)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    sorted_batch = batch if bool(np.all(order[1:] > order[:-1])) else batch.take(pa.array(order))
+    return Grouped(
+        batch=sorted_batch,
+        symbols=[names[i] for i in order_of_names],
+        starts=starts,
+        counts=counts,
+        codes=codes[order],
+    )
+
+
+def cumcount(codes: IntArray) -> IntArray:
+    """Position of each row within its group, in arrival order (0, 1, 2 ... per code)."""
+    if codes.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_codes)) + 1]
+    run_start = np.repeat(starts, np.diff(np.r_[starts, codes.size]))
+    position = np.empty_like(codes)
+    position[order] = np.arange(codes.size) - run_start
+    return position
+
+
+def segmented_prev_max(values: IntArray, starts: IntArray, initial: IntArray) -> IntArray:
+    """For each row, the max of ``initial[group]`` and the earlier values in its group.
+
+    Rows must be grouped (``starts`` ascending, groups contiguous). Uses a per-group offset
+    so one ``np.maximum.accumulate`` serves every group.
+    """
+    n = values.size
+    if n == 0:
+        return values.copy()
+    sentinel = np.iinfo(np.int64).min
+    real = np.concatenate((values[values != sentinel], initial[initial != sentinel]))
+    if (values == sentinel).any() or (initial == sentinel).any():
+        # "nothing yet" markers: compute with a stand-in just below the real values
+        stand_in = (real.min() - 1) if real.size else 0
+        values = np.where(values == sentinel, stand_in, values)
+        initial = np.where(initial == sentinel, stand_in, initial)
+        out = segmented_prev_max(values, starts, initial)
+        return np.where(out == stand_in, sentinel, out)
+    counts = np.diff(np.r_[starts, n])
+    group = np.repeat(np.arange(starts.size), counts)
+    floor = np.minimum(values.min(), initial.min())
+    span = int(max(values.max(), initial.max())) - int(floor) + 1
+    if span * (starts.size + 1) >= 2**62:
+        out = np.empty_like(values)
+        for g, (s, c) in enumerate(zip(starts, counts, strict=True)):
+            seg = np.r_[initial[g], values[s : s + c]]
+            out[s : s + c] = np.maximum.accumulate(seg)[:-1]
+        return out
+    shifted = np.empty(n + starts.size, dtype=np.int64)
+    # interleave each group's initial value before its rows, offset by group so maxima
+    # never leak from one group into the next
+    positions = np.arange(n) + group + 1
+    init_positions = starts + np.arange(starts.size)
+    offset = np.arange(starts.size, dtype=np.int64) * span
+    shifted[init_positions] = (initial - floor) + offset
+    shifted[positions] = (values - floor) + offset[group]
+    running = np.maximum.accumulate(shifted)
+    return (running[positions - 1] - offset[group]) + floor

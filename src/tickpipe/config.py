@@ -1,0 +1,126 @@
+"""Settings from the environment and ``.env``, loaded once at start and passed down.
+
+Every name is ``TICKPIPE_<FIELD>`` except the seed's own names, which are kept
+(``SCHWAB_ENABLED``, ``SCHWAB_SYMBOLS``, ``SCHWAB_TICK_CHANNEL``, ``SCHWAB_LEVEL2_CHANNEL``).
+Lists are comma-separated. Every external base URL is a setting so tests can point
+adapters at local fakes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tickpipe.errors import ConfigError
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _alias(seed: str, field: str) -> AliasChoices:
+    return AliasChoices(seed, f"TICKPIPE_{field.upper()}")
+
+
+class QualityThresholds(BaseModel, frozen=True):
+    """Per-symbol quality limits; defaults suit liquid US equities and futures."""
+
+    future_tolerance_s: float = 5.0
+    max_age_s: float = 3 * 86_400.0
+    outlier_pct: float = 0.03
+    outlier_k: float = 25.0
+    outlier_window: int = 5
+    gap_seconds: float = 30.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TICKPIPE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(8877, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    redis_url: str | None = None
+    hot_capacity: int = Field(10_000, ge=1, description="events kept per (kind, symbol)")
+
+    tick_channel: str = Field("ticks", validation_alias=_alias("SCHWAB_TICK_CHANNEL", "tick_channel"))
+    level2_channel: str = Field(
+        "level2", validation_alias=_alias("SCHWAB_LEVEL2_CHANNEL", "level2_channel")
+    )
+    option_channel: str = "options"
+    gex_channel: str = "gex"
+    bus_chunk_events: int = Field(500, ge=1, description="events per pub/sub message")
+
+    simulator: Literal["auto", "true", "false"] = "auto"
+    simulator_symbols: CommaList = ["SPY", "QQQ", "/ES", "/NQ", "$VIX"]
+    simulator_option_underlying: str = "SPY"
+    simulator_rate: float = Field(300.0, ge=0, description="events per second of market time")
+    simulator_realtime: bool = True
+    simulator_batch_ms: float = Field(100.0, gt=0)
+    simulator_batch_size: int = Field(0, ge=0, description="fixed events per batch (0: by time)")
+    simulator_seed: int | None = None
+    simulator_start_ns: int | None = None
+    simulator_bad_share: float = Field(0.002, ge=0, le=0.5)
+    simulator_silence_share: float = Field(0.0005, ge=0, le=0.5)
+    simulator_max_events: int = Field(0, ge=0, description="stop after this many (0: never)")
+
+    schwab_enabled: bool = Field(False, validation_alias=_alias("SCHWAB_ENABLED", "schwab_enabled"))
+    schwab_symbols: CommaList = Field(
+        default_factory=list, validation_alias=_alias("SCHWAB_SYMBOLS", "schwab_symbols")
+    )
+
+    journal_segment_seconds: float = Field(10.0, gt=0)
+    journal_segment_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    journal_fsync: bool = True
+    lake_zstd_level: int = Field(3, ge=1, le=22)
+
+    quality: QualityThresholds = QualityThresholds()
+    quality_overrides: dict[str, QualityThresholds] = Field(default_factory=dict)
+
+    supervisor_backoff_initial_s: float = 0.5
+    supervisor_backoff_max_s: float = 30.0
+    supervisor_idle_timeout_s: float = 60.0
+
+    @field_validator("simulator_symbols", "schwab_symbols", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+    @property
+    def journal_dir(self) -> Path:
+        return self.data_dir / "journal"
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.data_dir / "tick_data.db"
+
+    def thresholds(self, symbol: str) -> QualityThresholds:
+        return self.quality_overrides.get(symbol, self.quality)
+
+    def simulator_enabled(self) -> bool:
+        if self.simulator == "auto":
+            return not self.schwab_enabled
+        return self.simulator == "true"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings once; a validation failure becomes a ConfigError that names the field."""
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc

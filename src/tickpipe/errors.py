@@ -1,0 +1,50 @@
+"""The exception tree. Library errors are wrapped with ``raise ... from exc``.
+
+    TickpipeError
+    ├── ConfigError          bad settings or credentials: refuse to start, say what to fix
+    ├── FeedError            a source failed (carries source, symbol, raw payload)
+    │   ├── ParseError       one frame could not be parsed: quarantined, connection stays up
+    │   └── TransportError   the connection failed: the supervisor reconnects
+    ├── StorageError         journal, lake or hot store failed
+    └── QueryError           a query is invalid (maps to HTTP 400)
+"""
+
+from __future__ import annotations
+
+
+class TickpipeError(Exception):
+    """Base of every error tickpipe raises on purpose."""
+
+
+class ConfigError(TickpipeError):
+    """Settings are wrong; the message says which and how to fix it."""
+
+
+class FeedError(TickpipeError):
+    def __init__(
+        self, message: str, *, source: str = "", symbol: str = "", raw: str | bytes | None = None
+    ) -> None:
+        super().__init__(message)
+        self.source = source
+        self.symbol = symbol
+        self.raw = raw
+
+
+class ParseError(FeedError):
+    """A frame from a feed could not be turned into events."""
+
+
+class TransportError(FeedError):
+    """The connection to a feed failed or went silent."""
+
+
+class StorageError(TickpipeError):
+    """The journal, lake or hot store could not do its job."""
+
+
+class QueryError(TickpipeError):
+    """A query's parameters are invalid; ``code`` is the stable machine-readable reason."""
+
+    def __init__(self, message: str, *, code: str = "invalid_query") -> None:
+        super().__init__(message)
+        self.code = code

@@ -1,0 +1,1 @@
+"""Gamma exposure: Black-Scholes greeks and exposure profiles, pure numpy."""

@@ -1,0 +1,1 @@
+"""Quality checks: pure vectorised rules, and the stage that keeps state and quarantines."""

@@ -1,0 +1,337 @@
+"""The quality stage: per-(kind, source, symbol) state, quarantine records, gap records, counters.
+
+``process`` takes one delivery from a source and returns what passed (grouped by symbol,
+ready for the hub), the quarantined rows with rule and reason, and the gaps found. Good
+events are never dropped: a row is either accepted or quarantined, and both are journaled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import polars as pl
+import pyarrow as pa
+
+from tickpipe.clock import NS_PER_SECOND, Clock
+from tickpipe.columnar import Grouped, group_by_symbol
+from tickpipe.config import QualityThresholds, Settings
+from tickpipe.events import PRICE_COLUMNS, SIZE_COLUMNS, Kind
+from tickpipe.quality.rules import Columns, GroupState, Rule, evaluate, sequence_gaps, time_gaps
+
+QUARANTINE = "quarantine"
+GAPS = "gaps"
+GAP_KINDS = frozenset({Kind.TRADE, Kind.QUOTE})
+"""kinds whose silences are gaps; options and book levels may rest for long by nature"""
+
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        pa.field("ts_event", pa.int64()),
+        pa.field("ts_recv", pa.int64()),
+        pa.field("symbol", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("seq", pa.int64()),
+        pa.field("rule", pa.string()),
+        pa.field("reason", pa.string()),
+        pa.field("payload", pa.string()),
+    ],
+    metadata={b"tickpipe.kind": QUARANTINE.encode()},
+)
+
+GAP_SCHEMA = pa.schema(
+    [
+        pa.field("ts_event", pa.int64()),
+        pa.field("symbol", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("gap", pa.string()),
+        pa.field("start_ns", pa.int64()),
+        pa.field("end_ns", pa.int64()),
+        pa.field("seconds", pa.float64()),
+        pa.field("missing_seq", pa.int64()),
+    ],
+    metadata={b"tickpipe.kind": GAPS.encode()},
+)
+
+_NO_TS = np.iinfo(np.int64).min
+
+
+@dataclasses.dataclass
+class _SymbolState:
+    last_seq: int
+    last_ts: int
+    tail: npt.NDArray[np.float64]
+    dev: float
+
+
+@dataclasses.dataclass
+class StageResult:
+    accepted: dict[Kind, Grouped]
+    quarantine: pa.RecordBatch | None
+    gaps: pa.RecordBatch | None
+
+    @property
+    def accepted_count(self) -> int:
+        return sum(g.batch.num_rows for g in self.accepted.values())
+
+
+class QualityStage:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._state: dict[tuple[Kind, str, str], _SymbolState] = {}
+        self.accepted: Counter[tuple[str, str]] = Counter()
+        """(source, kind) -> events accepted"""
+        self.rejected: Counter[tuple[str, str, str]] = Counter()
+        """(source, kind, rule) -> events quarantined"""
+        self.gap_counts: Counter[tuple[str, str]] = Counter()
+        """(source, gap kind) -> gap records"""
+
+    def seed(self, kind: Kind, source: str, symbol: str, last_seq: int, last_ts: int) -> None:
+        """Resume ordering and duplicate checks after a restart (from the lake's maxima)."""
+        state = self._symbol_state(kind, source, symbol)
+        state.last_seq = max(state.last_seq, last_seq)
+        state.last_ts = max(state.last_ts, last_ts)
+
+    def _symbol_state(self, kind: Kind, source: str, symbol: str) -> _SymbolState:
+        key = (kind, source, symbol)
+        state = self._state.get(key)
+        if state is None:
+            window = self._settings.thresholds(symbol).outlier_window
+            state = _SymbolState(0, _NO_TS, np.full(window, np.nan), 0.0)
+            self._state[key] = state
+        return state
+
+    def process(self, source: str, batches: dict[Kind, pa.RecordBatch]) -> StageResult:
+        now = self._clock.now_ns()
+        accepted: dict[Kind, Grouped] = {}
+        quarantined: list[pa.RecordBatch] = []
+        gaps: list[pa.RecordBatch] = []
+        for kind, batch in batches.items():
+            if batch.num_rows == 0:
+                continue
+            grouped = group_by_symbol(batch)
+            good, bad, found = self._process_kind(source, kind, grouped, now)
+            if good.batch.num_rows:
+                accepted[kind] = good
+            if bad is not None:
+                quarantined.append(bad)
+            if found is not None:
+                gaps.append(found)
+        return StageResult(
+            accepted=accepted,
+            quarantine=_concat(quarantined, QUARANTINE_SCHEMA),
+            gaps=_concat(gaps, GAP_SCHEMA),
+        )
+
+    def _process_kind(
+        self, source: str, kind: Kind, grouped: Grouped, now: int
+    ) -> tuple[Grouped, pa.RecordBatch | None, pa.RecordBatch | None]:
+        batch = grouped.batch
+        states = [self._symbol_state(kind, source, sym) for sym in grouped.symbols]
+        limits = [self._settings.thresholds(sym) for sym in grouped.symbols]
+        cols = _columns(kind, batch)
+        group_state = _gather(grouped, states, limits)
+        verdict = evaluate(cols, group_state, now)
+        ok = verdict.accepted
+        gap_batch = self._gaps(source, kind, grouped, cols, verdict.rule, group_state, limits)
+        self._update(grouped, states, cols, ok, verdict.rule)
+        label = kind.value
+        n_ok = int(ok.sum())
+        self.accepted[(source, label)] += n_ok
+        bad_batch = None
+        if n_ok < batch.num_rows:
+            bad_rows = np.flatnonzero(~ok)
+            for code, count in zip(
+                *np.unique(verdict.rule[bad_rows], return_counts=True), strict=True
+            ):
+                self.rejected[(source, label, Rule(int(code)).label)] += int(count)
+            bad_batch = _quarantine_batch(
+                source, kind, batch, bad_rows, verdict.rule, cols, verdict.ref
+            )
+        return grouped.filter(ok), bad_batch, gap_batch
+
+    def _gaps(
+        self,
+        source: str,
+        kind: Kind,
+        grouped: Grouped,
+        cols: Columns,
+        rule: npt.NDArray[np.int8],
+        state: GroupState,
+        limits: list[QualityThresholds],
+    ) -> pa.RecordBatch | None:
+        symbols = np.array(grouped.symbols, dtype=object)
+        parts: list[dict[str, object]] = []
+        seq_rows, missing = sequence_gaps(cols.seq, rule, state.starts, state.last_seq)
+        if seq_rows.size:
+            seq_group = grouped.codes[seq_rows]
+            parts.append(
+                dict(
+                    ts_event=cols.ts_event[seq_rows],
+                    symbol=symbols[seq_group],
+                    gap=np.full(seq_rows.size, "sequence", dtype=object),
+                    start_ns=cols.ts_event[seq_rows],
+                    end_ns=cols.ts_event[seq_rows],
+                    missing_seq=missing,
+                )
+            )
+        if kind in GAP_KINDS:
+            gap_ns = np.array([int(lim.gap_seconds * NS_PER_SECOND) for lim in limits], np.int64)
+            rows, start, group = time_gaps(
+                cols.ts_event, rule == Rule.OK, state.starts, state.last_ts, gap_ns
+            )
+            if rows.size:
+                parts.append(
+                    dict(
+                        ts_event=cols.ts_event[rows],
+                        symbol=symbols[group],
+                        gap=np.full(rows.size, "time", dtype=object),
+                        start_ns=start,
+                        end_ns=cols.ts_event[rows],
+                        missing_seq=np.zeros(rows.size, np.int64),
+                    )
+                )
+        if not parts:
+            return None
+        frames = [pl.DataFrame(p) for p in parts]
+        frame = pl.concat(frames).with_columns(
+            source=pl.lit(source),
+            kind=pl.lit(kind.value),
+            seconds=(pl.col("end_ns") - pl.col("start_ns")) / NS_PER_SECOND,
+        )
+        self.gap_counts.update(zip([source] * frame.height, frame["gap"].to_list(), strict=True))
+        return _to_schema(frame.to_arrow(), GAP_SCHEMA)
+
+    def _update(
+        self,
+        grouped: Grouped,
+        states: list[_SymbolState],
+        cols: Columns,
+        ok: npt.NDArray[np.bool_],
+        rule: npt.NDArray[np.int8],
+    ) -> None:
+        """Carry state to the next batch: seq over non-duplicates, time and prices over accepted."""
+        fresh = rule != Rule.DUPLICATE
+        ends = np.r_[grouped.starts[1:], cols.ts_event.size]
+        for state, start, end in zip(states, grouped.starts, ends, strict=True):
+            seg_fresh = fresh[start:end]
+            if seg_fresh.any():
+                state.last_seq = max(state.last_seq, int(cols.seq[start:end][seg_fresh].max()))
+            seg_ok = ok[start:end]
+            if not seg_ok.any():
+                continue
+            state.last_ts = max(state.last_ts, int(cols.ts_event[start:end][seg_ok].max()))
+            if cols.reference is not None:
+                values = cols.reference[start:end][seg_ok]
+                w = state.tail.size
+                state.tail = np.concatenate((state.tail, values))[-w:]
+                if values.size > 1:
+                    moves = float(np.mean(np.abs(np.diff(values))))
+                    state.dev = moves if state.dev == 0 else 0.9 * state.dev + 0.1 * moves
+
+
+def _columns(kind: Kind, batch: pa.RecordBatch) -> Columns:
+    def num(name: str) -> npt.NDArray[np.float64]:
+        return np.asarray(batch.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+    prices = [num(c) for c in PRICE_COLUMNS[kind]]
+    bid_ask = None
+    reference = None
+    if kind in (Kind.QUOTE, Kind.OPTION):
+        bid_ask = (prices[0], prices[1])
+    if kind is Kind.TRADE:
+        reference = prices[0]
+    elif kind is Kind.QUOTE:
+        reference = (prices[0] + prices[1]) / 2
+    return Columns(
+        ts_event=batch.column("ts_event").to_numpy().astype(np.int64, copy=False),
+        seq=batch.column("seq").to_numpy().astype(np.int64, copy=False),
+        prices=prices,
+        sizes=[num(c) for c in SIZE_COLUMNS[kind]],
+        bid_ask=bid_ask,
+        reference=reference,
+        zero_price_ok=kind is Kind.OPTION,
+    )
+
+
+def _gather(
+    grouped: Grouped, states: list[_SymbolState], limits: list[QualityThresholds]
+) -> GroupState:
+    return GroupState(
+        starts=grouped.starts,
+        last_seq=np.array([s.last_seq for s in states], np.int64),
+        last_ts=np.array([s.last_ts for s in states], np.int64),
+        tails=[s.tail for s in states],
+        dev=np.array([s.dev for s in states]),
+        future_ns=np.array([int(t.future_tolerance_s * NS_PER_SECOND) for t in limits], np.int64),
+        max_age_ns=np.array([int(t.max_age_s * NS_PER_SECOND) for t in limits], np.int64),
+        outlier_pct=np.array([t.outlier_pct for t in limits]),
+        outlier_k=np.array([t.outlier_k for t in limits]),
+    )
+
+
+def _reason(rule: Rule, row: dict[str, object], ref: float) -> str:
+    if rule is Rule.CROSSED:
+        return f"bid {row['bid']} > ask {row['ask']}"
+    if rule is Rule.OUTLIER:
+        watched = row.get("price", None)
+        if watched is None:
+            watched = (float(row["bid"]) + float(row["ask"])) / 2  # type: ignore[arg-type]
+        return f"price {watched} jumps {abs(float(watched) / ref - 1):.2%} from median {ref}"  # type: ignore[arg-type]
+    if rule in (Rule.FUTURE_TS, Rule.ANCIENT_TS, Rule.OUT_OF_ORDER):
+        return f"ts_event {row['ts_event']} is {rule.label.replace('_', ' ')}"
+    if rule is Rule.DUPLICATE:
+        return f"seq {row['seq']} already seen"
+    return f"{rule.label.replace('_', ' ')}: " + ", ".join(
+        f"{k}={row[k]}" for k in ("price", "bid", "ask", "size", "bid_size", "ask_size") if k in row
+    )
+
+
+def _quarantine_batch(
+    source: str,
+    kind: Kind,
+    batch: pa.RecordBatch,
+    rows: npt.NDArray[np.int64],
+    rule: npt.NDArray[np.int8],
+    cols: Columns,
+    ref: npt.NDArray[np.float64],
+) -> pa.RecordBatch:
+    """Rejected rows with rule, reason and the whole original row as JSON (rare path)."""
+    bad = batch.take(pa.array(rows)).to_pylist()
+    rules = [Rule(int(r)) for r in rule[rows]]
+    refs = ref[rows].tolist()
+    return pa.RecordBatch.from_pydict(
+        {
+            "ts_event": cols.ts_event[rows],
+            "ts_recv": [r["ts_recv"] for r in bad],
+            "symbol": [r["symbol"] for r in bad],
+            "source": [source] * len(bad),
+            "kind": [kind.value] * len(bad),
+            "seq": cols.seq[rows],
+            "rule": [r.label for r in rules],
+            "reason": [_reason(r, row, f) for r, row, f in zip(rules, bad, refs, strict=True)],
+            "payload": [
+                orjson.dumps(row, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+                for row in bad
+            ],
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def _to_schema(table: pa.Table, schema: pa.Schema) -> pa.RecordBatch:
+    table = table.select(schema.names).cast(schema)
+    return table.combine_chunks().to_batches()[0]
+
+
+def _concat(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch | None:
+    if not batches:
+        return None
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches, schema=schema).combine_chunks().to_batches()[0]

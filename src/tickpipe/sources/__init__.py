@@ -1,0 +1,1 @@
+"""Feed adapters; each turns one feed's wire format into tickpipe events."""

@@ -1,0 +1,1 @@
+"""Where accepted events live: hot store, bus, journal, Parquet lake, catalog, queries."""

@@ -1,0 +1,65 @@
+"""Lake and journal paths and file names, defined once.
+
+Lake: ``<data>/lake/<dataset>/date=YYYY-MM-DD/<segment>.parquet`` (hive partitions).
+Journal: ``<data>/journal/<dataset>/<segment>.arrows`` once closed, ``.open`` while written.
+A segment name is ``<open time ns, 20 digits>-<writer id>``: unique across restarts and
+across processes, and sortable by time, so the lake file made from a segment has a
+deterministic name and re-flushing it after a crash overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from tickpipe.clock import NS_PER_SECOND
+
+NS_PER_DAY = 86_400 * NS_PER_SECOND
+OPEN_SUFFIX = ".open"
+CLOSED_SUFFIX = ".arrows"
+LAKE_SUFFIX = ".parquet"
+
+
+def segment_name(open_ns: int, writer: str) -> str:
+    return f"{open_ns:020d}-{writer}"
+
+
+def journal_path(journal_dir: Path, dataset: str, segment: str, *, closed: bool) -> Path:
+    return journal_dir / dataset / f"{segment}{CLOSED_SUFFIX if closed else OPEN_SUFFIX}"
+
+
+def segment_of(path: Path) -> str:
+    return path.name.split(".", 1)[0]
+
+
+def day_of_ns(ts_ns: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=ts_ns // NS_PER_DAY)
+
+
+def partition_dir(lake_dir: Path, dataset: str, day: dt.date) -> Path:
+    return lake_dir / dataset / f"date={day.isoformat()}"
+
+
+def lake_file(lake_dir: Path, dataset: str, day: dt.date, segment: str) -> Path:
+    return partition_dir(lake_dir, dataset, day) / f"{segment}{LAKE_SUFFIX}"
+
+
+def lake_files(lake_dir: Path, dataset: str, first: dt.date | None = None, last: dt.date | None = None) -> list[Path]:
+    """Parquet files of a dataset, pruned to the partitions between ``first`` and ``last``."""
+    root = lake_dir / dataset
+    if not root.is_dir():
+        return []
+    files: list[Path] = []
+    for part in sorted(root.iterdir()):
+        if not part.name.startswith("date="):
+            continue
+        day = dt.date.fromisoformat(part.name[5:])
+        if (first and day < first) or (last and day > last):
+            continue
+        files.extend(sorted(part.glob(f"*{LAKE_SUFFIX}")))
+    return files
+
+
+def lake_segments(lake_dir: Path, dataset: str) -> set[str]:
+    """Segment names already present in the lake (any partition)."""
+    return {segment_of(p) for p in lake_files(lake_dir, dataset)}
