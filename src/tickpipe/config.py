@@ -52,7 +52,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     hot_capacity: int = Field(10_000, ge=1, description="events kept per (kind, symbol)")
 
-    tick_channel: str = Field("ticks", validation_alias=_alias("SCHWAB_TICK_CHANNEL", "tick_channel"))
+    tick_channel: str = Field(
+        "ticks", validation_alias=_alias("SCHWAB_TICK_CHANNEL", "tick_channel")
+    )
     level2_channel: str = Field(
         "level2", validation_alias=_alias("SCHWAB_LEVEL2_CHANNEL", "level2_channel")
     )

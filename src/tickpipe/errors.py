@@ -1,12 +1,12 @@
 """The exception tree. Library errors are wrapped with ``raise ... from exc``.
 
-    TickpipeError
-    ├── ConfigError          bad settings or credentials: refuse to start, say what to fix
-    ├── FeedError            a source failed (carries source, symbol, raw payload)
-    │   ├── ParseError       one frame could not be parsed: quarantined, connection stays up
-    │   └── TransportError   the connection failed: the supervisor reconnects
-    ├── StorageError         journal, lake or hot store failed
-    └── QueryError           a query is invalid (maps to HTTP 400)
+TickpipeError
+├── ConfigError          bad settings or credentials: refuse to start, say what to fix
+├── FeedError            a source failed (carries source, symbol, raw payload)
+│   ├── ParseError       one frame could not be parsed: quarantined, connection stays up
+│   └── TransportError   the connection failed: the supervisor reconnects
+├── StorageError         journal, lake or hot store failed
+└── QueryError           a query is invalid (maps to HTTP 400)
 """
 
 from __future__ import annotations

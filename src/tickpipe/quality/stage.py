@@ -279,7 +279,7 @@ def _reason(rule: Rule, row: dict[str, object], ref: float) -> str:
     if rule is Rule.CROSSED:
         return f"bid {row['bid']} > ask {row['ask']}"
     if rule is Rule.OUTLIER:
-        watched = row.get("price", None)
+        watched = row.get("price")
         if watched is None:
             watched = (float(row["bid"]) + float(row["ask"])) / 2  # type: ignore[arg-type]
         return f"price {watched} jumps {abs(float(watched) / ref - 1):.2%} from median {ref}"  # type: ignore[arg-type]

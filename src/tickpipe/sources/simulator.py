@@ -315,7 +315,9 @@ class Simulator:
             "ts_event": ts,
             "ts_recv": self._recv(ts),
             "symbol": _dict_column(idx.astype(np.int64), self._option_dict),
-            "underlying": _dict_column(np.zeros(n, np.int64), self._symbol_dict.slice(self._chain_index, 1)),
+            "underlying": _dict_column(
+                np.zeros(n, np.int64), self._symbol_dict.slice(self._chain_index, 1)
+            ),
             "expiry": pa.array(chain.expiry_days[idx], pa.int32()).cast(pa.date32()),
             "strike": strike,
             "right": _dict_column(is_call.astype(np.int64), self._right_dict),
@@ -365,7 +367,9 @@ def _dict_column(codes: IntArray, dictionary: pa.Array) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), dictionary).cast(pa.string())
 
 
-def _record_batch(kind: Kind, cols: dict[str, pa.Array | npt.NDArray[np.generic]]) -> pa.RecordBatch:
+def _record_batch(
+    kind: Kind, cols: dict[str, pa.Array | npt.NDArray[np.generic]]
+) -> pa.RecordBatch:
     schema = SCHEMAS[kind]
     arrays = [
         col if isinstance(col, pa.Array) else pa.array(col, type=field.type)

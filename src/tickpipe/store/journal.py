@@ -168,7 +168,9 @@ def read_segment(path: Path) -> pa.Table | None:
         except StopIteration:
             break
         except (pa.ArrowInvalid, OSError):
-            log.warning("journal segment %s has a torn tail; keeping %d batches", path.name, len(batches))
+            log.warning(
+                "journal segment %s has a torn tail; keeping %d batches", path.name, len(batches)
+            )
             break
     return pa.Table.from_batches(batches, schema=schema)
 
@@ -181,5 +183,3 @@ def all_segments(journal_dir: Path, dataset: str) -> list[Path]:
     """Closed and open segments, oldest first (readers see unflushed data too)."""
     d = journal_dir / dataset
     return sorted([*d.glob(f"*{layout.CLOSED_SUFFIX}"), *d.glob(f"*{layout.OPEN_SUFFIX}")])
-
-

@@ -35,7 +35,11 @@ def write_parquet(table: pa.Table, path: Path, zstd_level: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     delta = [c for c in DELTA_COLUMNS if c in table.column_names]
     encodings = {c: "DELTA_BINARY_PACKED" for c in delta}
-    sorting = [pq.SortingColumn(table.column_names.index(c)) for c in ("symbol", "ts_event") if c in table.column_names]
+    sorting = [
+        pq.SortingColumn(table.column_names.index(c))
+        for c in ("symbol", "ts_event")
+        if c in table.column_names
+    ]
     pq.write_table(
         table,
         tmp,
@@ -89,7 +93,9 @@ class LakeWriter:
             if table is not None and table.num_rows:
                 table = sort_for_lake(table)
                 for day, part in split_by_day(table):
-                    target = layout.lake_file(self._lake, dataset, layout.day_of_ns(day * layout.NS_PER_DAY), segment)
+                    target = layout.lake_file(
+                        self._lake, dataset, layout.day_of_ns(day * layout.NS_PER_DAY), segment
+                    )
                     write_parquet(part, target, self._zstd)
                     self.files_written += 1
                     rows += part.num_rows

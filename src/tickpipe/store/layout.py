@@ -44,7 +44,9 @@ def lake_file(lake_dir: Path, dataset: str, day: dt.date, segment: str) -> Path:
     return partition_dir(lake_dir, dataset, day) / f"{segment}{LAKE_SUFFIX}"
 
 
-def lake_files(lake_dir: Path, dataset: str, first: dt.date | None = None, last: dt.date | None = None) -> list[Path]:
+def lake_files(
+    lake_dir: Path, dataset: str, first: dt.date | None = None, last: dt.date | None = None
+) -> list[Path]:
     """Parquet files of a dataset, pruned to the partitions between ``first`` and ``last``."""
     root = lake_dir / dataset
     if not root.is_dir():

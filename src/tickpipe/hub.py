@@ -1,0 +1,79 @@
+"""Fan-out of accepted events: journal first (durability), then hot store, bus and listeners.
+
+An event counts as accepted when ``accept`` has written and fsync'd it to the journal.
+A hot-store or bus failure after that is counted and logged, never fatal: the event is
+durable and will reach the lake. A journal failure is raised to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+
+from tickpipe.columnar import Grouped
+from tickpipe.errors import StorageError
+from tickpipe.events import Kind
+from tickpipe.quality.stage import GAPS, QUARANTINE, StageResult
+from tickpipe.store.bus import Bus
+from tickpipe.store.hot import HotStore
+from tickpipe.store.journal import Journal
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[Kind, Grouped], Awaitable[None]]
+
+
+class Hub:
+    def __init__(self, journal: Journal, hot: HotStore, bus: Bus) -> None:
+        self.journal = journal
+        self.hot = hot
+        self.bus = bus
+        self.journal_lock = asyncio.Lock()
+        self._listeners: list[Listener] = []
+        self.accepted: Counter[str] = Counter()
+        self.quarantined = 0
+        self.gaps = 0
+        self.fanout_errors: Counter[str] = Counter()
+        self.journal_seconds = 0.0
+        self.journal_appends = 0
+        self.last_journal_ms = 0.0
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called with every accepted (kind, batch) after the journal, e.g. the GEX engine."""
+        self._listeners.append(listener)
+
+    async def accept(self, result: StageResult) -> None:
+        items = [(kind.value, g.batch) for kind, g in result.accepted.items()]
+        if result.quarantine is not None:
+            items.append((QUARANTINE, result.quarantine))
+        if result.gaps is not None:
+            items.append((GAPS, result.gaps))
+        if not items:
+            return
+        started = time.perf_counter()
+        async with self.journal_lock:
+            await asyncio.to_thread(self.journal.append, items)
+        elapsed = time.perf_counter() - started
+        self.journal_seconds += elapsed
+        self.journal_appends += 1
+        self.last_journal_ms = elapsed * 1000
+        for kind, grouped in result.accepted.items():
+            self.accepted[kind.value] += grouped.batch.num_rows
+            await self._fan_out(kind, grouped)
+        if result.quarantine is not None:
+            self.quarantined += result.quarantine.num_rows
+        if result.gaps is not None:
+            self.gaps += result.gaps.num_rows
+
+    async def _fan_out(self, kind: Kind, grouped: Grouped) -> None:
+        targets: list[tuple[str, Listener]] = [("hot", self.hot.write), ("bus", self.bus.publish)]
+        targets += [(getattr(fn, "__qualname__", "listener"), fn) for fn in self._listeners]
+        for name, target in targets:
+            try:
+                await target(kind, grouped)
+            except (StorageError, OSError) as exc:
+                self.fanout_errors[name] += 1
+                log.warning("fan-out to %s failed: %s", name, exc)

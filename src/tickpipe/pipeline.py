@@ -1,0 +1,233 @@
+"""Wiring: build every component from settings, recover, and run until told to stop.
+
+sources -> supervisor -> quality -> hub -> journal (fsync) -> hot store, bus, listeners
+                                         flusher: closed segments -> Parquet lake
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from tickpipe.clock import Clock, SystemClock
+from tickpipe.config import Settings
+from tickpipe.errors import ConfigError
+from tickpipe.events import Kind
+from tickpipe.hub import Hub
+from tickpipe.quality.stage import QualityStage
+from tickpipe.sources.base import Batches, Source
+from tickpipe.sources.simulator import Simulator
+from tickpipe.sources.supervisor import Supervisor
+from tickpipe.store import layout
+from tickpipe.store.bus import Bus
+from tickpipe.store.catalog import refresh_catalog
+from tickpipe.store.hot import HotStore
+from tickpipe.store.hot_memory import MemoryHotStore
+from tickpipe.store.hot_redis import RedisHotStore
+from tickpipe.store.journal import Journal
+from tickpipe.store.lake import LakeWriter
+from tickpipe.store.query import Query
+
+log = logging.getLogger(__name__)
+
+FLUSH_TICK_S = 1.0
+SEED_LOOKBACK_DAYS = 3
+
+
+def build_sources(settings: Settings, clock: Clock) -> list[Source]:
+    sources: list[Source] = []
+    if settings.schwab_enabled:
+        raise ConfigError(
+            "SCHWAB_ENABLED=true but the Schwab adapter is not part of this build yet; "
+            "unset SCHWAB_ENABLED to run with the simulator"
+        )
+    if settings.simulator_enabled():
+        sources.append(Simulator(settings, clock))
+    return sources
+
+
+def redis_client(settings: Settings) -> aioredis.Redis | None:
+    if not settings.redis_url:
+        return None
+    return aioredis.Redis.from_url(settings.redis_url)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock | None = None,
+        sources: list[Source] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.started = time.time()
+        self._redis = redis_client(settings)
+        hot: HotStore = (
+            RedisHotStore(self._redis, settings.hot_capacity)
+            if self._redis is not None
+            else MemoryHotStore(settings.hot_capacity)
+        )
+        self.quality = QualityStage(settings, self.clock)
+        self.journal = Journal(
+            settings.journal_dir,
+            self.clock,
+            segment_seconds=settings.journal_segment_seconds,
+            segment_bytes=settings.journal_segment_bytes,
+            fsync=settings.journal_fsync,
+        )
+        self.lake = LakeWriter(settings.lake_dir, settings.journal_dir, settings.lake_zstd_level)
+        self.bus = Bus(settings, self._redis)
+        self.hub = Hub(self.journal, hot, self.bus)
+        self.query = Query(settings.lake_dir, settings.journal_dir, hot)
+        self.supervisor = Supervisor(
+            build_sources(settings, self.clock) if sources is None else sources,
+            self.ingest,
+            self.clock,
+            backoff_initial_s=settings.supervisor_backoff_initial_s,
+            backoff_max_s=settings.supervisor_backoff_max_s,
+            idle_timeout_s=settings.supervisor_idle_timeout_s,
+        )
+        self._catalog_views: set[str] = set()
+        self.lake_bytes = 0
+        self.flush_errors = 0
+        self.ready = asyncio.Event()
+
+    @property
+    def hot(self) -> HotStore:
+        return self.hub.hot
+
+    async def ingest(self, source: str, batches: Batches) -> None:
+        result = self.quality.process(source, batches)
+        await self.hub.accept(result)
+
+    async def recover(self) -> None:
+        """Flush what a previous run left in the journal, then resume quality state."""
+        if self._redis is not None:
+            try:
+                await self._redis.ping()
+            except aioredis.RedisError as exc:
+                raise ConfigError(f"cannot reach Redis at TICKPIPE_REDIS_URL: {exc}") from exc
+        self.journal.recover()
+        rows = await asyncio.to_thread(self.lake.flush_closed)
+        if rows:
+            log.info("recovered %d events from the journal into the lake", rows)
+        await asyncio.to_thread(self._seed_quality)
+        await asyncio.to_thread(self._refresh_catalog)
+
+    def _seed_quality(self) -> None:
+        """Last seq and time per (kind, source, symbol) from recent lake partitions, so a
+        re-delivery after a restart is caught as a duplicate."""
+        now = self.clock.now_ns()
+        first = layout.day_of_ns(now - SEED_LOOKBACK_DAYS * layout.NS_PER_DAY)
+        for kind in Kind:
+            files = layout.lake_files(self.settings.lake_dir, kind.value, first, None)
+            if not files:
+                continue
+            rows = self.query.sql(
+                "SELECT source, symbol, max(seq) AS seq, max(ts_event) AS ts "
+                "FROM read_parquet($files) GROUP BY ALL",
+                {"files": [f.as_posix() for f in files]},
+            ).to_pylist()
+            for row in rows:
+                self.quality.seed(kind, row["source"], row["symbol"], row["seq"], row["ts"])
+
+    def _refresh_catalog(self) -> None:
+        self._catalog_views = refresh_catalog(
+            self.settings.catalog_path, self.settings.lake_dir, self._catalog_views
+        )
+
+    async def _flusher(self, stop: asyncio.Event) -> None:
+        """Roll aged segments and flush closed ones, off the event loop."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=FLUSH_TICK_S)
+            await self.flush_once()
+
+    async def flush_once(self, *, force: bool = False) -> None:
+        async with self.hub.journal_lock:
+            if force:
+                self.journal.roll()
+            else:
+                self.journal.maybe_roll()
+        try:
+            await asyncio.to_thread(self.lake.flush_closed)
+            self.lake_bytes = await asyncio.to_thread(self.lake.lake_bytes)
+            await asyncio.to_thread(self._refresh_catalog)
+        except Exception:
+            self.flush_errors += 1
+            log.exception("lake flush failed; will retry")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Recover, then run sources and the flusher until ``stop`` is set; flush on the way out."""
+        await self.recover()
+        self.ready.set()
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._flusher(stop), name="flusher")
+                sources = group.create_task(self.supervisor.run(), name="supervisor")
+                await stop.wait()
+                sources.cancel()
+        finally:
+            await self.flush_once(force=True)
+            await self.hot.close()
+            log.info("pipeline stopped; journal flushed to the lake")
+
+    def status(self) -> dict[str, Any]:
+        """Services, sources and counters for /api/v1/status; no market data."""
+        q = self.quality
+        sources = []
+        for state in self.supervisor.states.values():
+            sources.append(
+                {
+                    "name": state.name,
+                    "status": state.status.value,
+                    "events": state.events,
+                    "batches": state.batches,
+                    "by_kind": dict(state.by_kind),
+                    "restarts": state.restarts,
+                    "last_event_ns": state.last_event_ns,
+                    "started_ns": state.started_ns,
+                    "last_error": state.last_error,
+                    "last_error_ns": state.last_error_ns,
+                    "next_retry_ns": state.next_retry_ns,
+                }
+            )
+        rejected: dict[str, dict[str, int]] = {}
+        for (source, kind, rule), count in q.rejected.items():
+            rejected.setdefault(source, {})[f"{kind}.{rule}"] = count
+        return {
+            "uptime_s": round(time.time() - self.started, 3),
+            "services": {
+                "hot_store": self.hot.name,
+                "bus": self.bus.name,
+                "journal": {
+                    "rows_written": self.journal.rows_written,
+                    "open_rows": self.journal.open_rows,
+                    "fsyncs": self.journal.fsyncs,
+                    "last_append_ms": round(self.hub.last_journal_ms, 3),
+                },
+                "lake": {
+                    "bytes": self.lake_bytes,
+                    "files_written": self.lake.files_written,
+                    "rows_written": self.lake.rows_written,
+                    "flush_errors": self.flush_errors,
+                },
+                "bus_subscribers": len(self.bus.subscribers),
+            },
+            "sources": sources,
+            "accepted": dict(self.hub.accepted),
+            "accepted_total": sum(self.hub.accepted.values()),
+            "quarantined_total": self.hub.quarantined,
+            "gaps_total": self.hub.gaps,
+            "quality": {
+                "rejected": rejected,
+                "gaps": {f"{s}.{g}": n for (s, g), n in q.gap_counts.items()},
+            },
+            "fanout_errors": dict(self.hub.fanout_errors),
+        }

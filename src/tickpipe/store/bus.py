@@ -1,0 +1,121 @@
+"""The trading bus: every accepted event, to in-process subscribers and Redis pub/sub.
+
+In-process subscribers each own a bounded queue; when one falls behind, its oldest items
+are dropped and counted (a slow reader never slows the pipeline). With Redis, each
+delivery is also published on the kind's channel (see ``keys.channel_for``) as JSON
+arrays of at most ``bus_chunk_events`` events, each event carrying its ``type``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import deque
+
+import polars as pl
+import pyarrow as pa
+import redis.asyncio as aioredis
+
+from tickpipe.columnar import Grouped
+from tickpipe.config import Settings
+from tickpipe.errors import StorageError
+from tickpipe.events import Kind
+from tickpipe.store import keys
+
+
+@dataclasses.dataclass(eq=False)
+class Subscription:
+    """A bounded, drop-oldest queue of (kind, batch) for one reader."""
+
+    kinds: frozenset[Kind]
+    symbols: frozenset[str] | None
+    maxsize: int
+    dropped: int = 0
+    delivered: int = 0
+    closed: bool = False
+    _items: deque[tuple[Kind, pa.RecordBatch]] = dataclasses.field(default_factory=deque)
+    _ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def offer(self, kind: Kind, batch: pa.RecordBatch) -> None:
+        if len(self._items) >= self.maxsize:
+            _, old = self._items.popleft()
+            self.dropped += old.num_rows
+        self._items.append((kind, batch))
+        self._ready.set()
+
+    async def get(self) -> tuple[Kind, pa.RecordBatch]:
+        while not self._items:
+            if self.closed:
+                raise asyncio.CancelledError("subscription closed")
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._items.popleft()
+        self.delivered += item[1].num_rows
+        return item
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    @property
+    def depth(self) -> int:
+        return len(self._items)
+
+
+def to_json_chunks(kind: Kind, batch: pa.RecordBatch, chunk: int) -> list[bytes]:
+    """JSON arrays of events with a ``type`` field, serialised in Rust (polars), not per row."""
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    lines = frame.with_columns(type=pl.lit(kind.value)).write_ndjson().encode().splitlines()
+    return [b"[" + b",".join(lines[i : i + chunk]) + b"]" for i in range(0, len(lines), chunk)]
+
+
+class Bus:
+    def __init__(self, settings: Settings, redis: aioredis.Redis | None = None) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._subs: set[Subscription] = set()
+        self.published = 0
+
+    @property
+    def name(self) -> str:
+        return "redis" if self._redis is not None else "memory"
+
+    def subscribe(
+        self,
+        kinds: frozenset[Kind] | None = None,
+        symbols: frozenset[str] | None = None,
+        maxsize: int = 1024,
+    ) -> Subscription:
+        sub = Subscription(kinds or frozenset(Kind), symbols, maxsize)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.close()
+        self._subs.discard(sub)
+
+    @property
+    def subscribers(self) -> list[Subscription]:
+        return list(self._subs)
+
+    async def publish(self, kind: Kind, grouped: Grouped) -> None:
+        for sub in self._subs:
+            if kind not in sub.kinds:
+                continue
+            if sub.symbols is None:
+                sub.offer(kind, grouped.batch)
+                continue
+            for symbol, part in grouped.slices():
+                if symbol in sub.symbols:
+                    sub.offer(kind, part)
+        self.published += grouped.batch.num_rows
+        if self._redis is not None:
+            channel = keys.channel_for(kind, self._settings)
+            pipe = self._redis.pipeline(transaction=False)
+            for message in to_json_chunks(kind, grouped.batch, self._settings.bus_chunk_events):
+                pipe.publish(channel, message)
+            try:
+                await pipe.execute()
+            except aioredis.RedisError as exc:
+                raise StorageError(f"redis publish failed: {exc}") from exc

@@ -1,0 +1,64 @@
+"""In-process hot store: a ring of Arrow slices per (kind, symbol), trimmed by event count."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import pyarrow as pa
+
+from tickpipe.columnar import Grouped
+from tickpipe.events import SCHEMAS, Kind
+
+
+class _Ring:
+    __slots__ = ("rows", "slices")
+
+    def __init__(self) -> None:
+        self.slices: deque[pa.RecordBatch] = deque()
+        self.rows = 0
+
+
+class MemoryHotStore:
+    name = "memory"
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._rings: dict[tuple[Kind, str], _Ring] = {}
+        self._quotes: dict[str, pa.RecordBatch] = {}
+
+    async def write(self, kind: Kind, grouped: Grouped) -> None:
+        for symbol, part in grouped.slices():
+            ring = self._rings.get((kind, symbol))
+            if ring is None:
+                ring = self._rings[(kind, symbol)] = _Ring()
+            ring.slices.append(part)
+            ring.rows += part.num_rows
+            while ring.rows - ring.slices[0].num_rows >= self._capacity:
+                ring.rows -= ring.slices.popleft().num_rows
+            if kind is Kind.QUOTE:
+                self._quotes[symbol] = part.slice(part.num_rows - 1, 1)
+
+    async def latest(self, kind: Kind, symbol: str, limit: int) -> pa.Table:
+        ring = self._rings.get((kind, symbol))
+        if ring is None or limit <= 0:
+            return SCHEMAS[kind].empty_table()
+        taken: list[pa.RecordBatch] = []
+        rows = 0
+        for part in reversed(ring.slices):
+            taken.append(part)
+            rows += part.num_rows
+            if rows >= limit:
+                break
+        table = pa.Table.from_batches(list(reversed(taken)), schema=SCHEMAS[kind])
+        limit = min(limit, self._capacity)
+        return table.slice(max(table.num_rows - limit, 0))
+
+    async def latest_quotes(self, symbols: list[str]) -> pa.Table:
+        rows = [self._quotes[s] for s in symbols if s in self._quotes]
+        return pa.Table.from_batches(rows, schema=SCHEMAS[Kind.QUOTE])
+
+    async def symbols(self, kind: Kind) -> list[str]:
+        return sorted(sym for k, sym in self._rings if k is kind)
+
+    async def close(self) -> None:
+        self._rings.clear()
