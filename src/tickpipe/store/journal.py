@@ -62,6 +62,7 @@ class Journal:
         self._fsync = fsync
         self._writer_id = writer_id or secrets.token_hex(3)
         self._open: dict[str, _OpenSegment] = {}
+        self._opened = 0
         self.rows_written = 0
         self.bytes_written = 0
         self.fsyncs = 0
@@ -132,7 +133,8 @@ class Journal:
         seg = self._open.get(dataset)
         if seg is not None:
             return seg
-        name = layout.segment_name(self._clock.now_ns(), self._writer_id)
+        self._opened += 1
+        name = layout.segment_name(self._clock.now_ns(), self._writer_id, self._opened)
         path = layout.journal_path(self._dir, dataset, name, closed=False)
         path.parent.mkdir(parents=True, exist_ok=True)
         sink = pa.OSFile(str(path), "wb")

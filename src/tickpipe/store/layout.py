@@ -2,8 +2,8 @@
 
 Lake: ``<data>/lake/<dataset>/date=YYYY-MM-DD/<segment>.parquet`` (hive partitions).
 Journal: ``<data>/journal/<dataset>/<segment>.arrows`` once closed, ``.open`` while written.
-A segment name is ``<open time ns, 20 digits>-<writer id>``: unique across restarts and
-across processes, and sortable by time, so the lake file made from a segment has a
+A segment name is ``<open time ns, 20 digits>-<writer id>-<counter>``: unique across
+restarts and processes (and under a coarse clock), and sortable by time, so the lake file made from a segment has a
 deterministic name and re-flushing it after a crash overwrites instead of duplicating.
 """
 
@@ -20,8 +20,8 @@ CLOSED_SUFFIX = ".arrows"
 LAKE_SUFFIX = ".parquet"
 
 
-def segment_name(open_ns: int, writer: str) -> str:
-    return f"{open_ns:020d}-{writer}"
+def segment_name(open_ns: int, writer: str, counter: int) -> str:
+    return f"{open_ns:020d}-{writer}-{counter:06d}"
 
 
 def journal_path(journal_dir: Path, dataset: str, segment: str, *, closed: bool) -> Path:

@@ -144,7 +144,7 @@ class Query:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         params.update(symbols=symbols, start=start_ns, end=end_ns)
-        return self._con().execute(sql, params).to_arrow_table().cast(schema)
+        return self._con().sql(sql, params=params).to_arrow_table().cast(schema)
 
     def bars(self, symbols: list[str], start_ns: int, end_ns: int, interval: str) -> pa.Table:
         """OHLCV bars from trades: time (bucket start, ns), open, high, low, close, volume,
@@ -165,10 +165,10 @@ class Query:
             GROUP BY ALL ORDER BY symbol, time
         """
         params.update(symbols=symbols, start=start_ns, end=end_ns)
-        return self._con().execute(sql, params).to_arrow_table()
+        return self._con().sql(sql, params=params).to_arrow_table()
 
     def sql(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
-        return self._con().execute(sql, params or {}).to_arrow_table()
+        return self._con().sql(sql, params=params or {}).to_arrow_table()
 
 
 def _schema_of(dataset: str) -> pa.Schema:
