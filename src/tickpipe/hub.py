@@ -1,8 +1,12 @@
 """Fan-out of accepted events: journal first (durability), then hot store, bus and listeners.
 
-An event counts as accepted when ``accept`` has written and fsync'd it to the journal.
-A hot-store or bus failure after that is counted and logged, never fatal: the event is
-durable and will reach the lake. A journal failure is raised to the caller.
+An event counts as accepted once the hub has written and fsync'd it to the journal; only
+then is it counted and fanned out. ``submit`` hands a checked delivery to the hub's
+worker through a bounded queue (back-pressure on the sources when the disk is slow), so
+the next delivery's quality checks overlap this one's disk write. The worker commits
+everything waiting in one journal append (group commit: one fsync per file for several
+deliveries). A hot-store or bus failure after the journal is counted and logged, never
+fatal: the event is durable and will reach the lake. A journal failure stops the hub.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+
+import pyarrow as pa
 
 from tickpipe.columnar import Grouped
 from tickpipe.errors import StorageError
@@ -27,7 +33,7 @@ Listener = Callable[[Kind, Grouped], Awaitable[None]]
 
 
 class Hub:
-    def __init__(self, journal: Journal, hot: HotStore, bus: Bus) -> None:
+    def __init__(self, journal: Journal, hot: HotStore, bus: Bus, queue_depth: int = 4) -> None:
         self.journal = journal
         self.hot = hot
         self.bus = bus
@@ -40,17 +46,55 @@ class Hub:
         self.journal_seconds = 0.0
         self.journal_appends = 0
         self.last_journal_ms = 0.0
+        self._queue: asyncio.Queue[StageResult | None] = asyncio.Queue(maxsize=queue_depth)
 
     def add_listener(self, listener: Listener) -> None:
         """Called with every accepted (kind, batch) after the journal, e.g. the GEX engine."""
         self._listeners.append(listener)
 
+    async def submit(self, result: StageResult) -> None:
+        """Queue one checked delivery; waits while the queue is full (back-pressure)."""
+        if result.accepted or result.quarantine is not None or result.gaps is not None:
+            await self._queue.put(result)
+
+    async def run(self) -> None:
+        """The worker: group-commit waiting deliveries, then fan out. Ends on ``close()``."""
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            results = [first]
+            closing = False
+            while not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    closing = True
+                    break
+                results.append(more)
+            await self.commit(results)
+            if closing:
+                return
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop the worker."""
+        await self._queue.put(None)
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize()
+
     async def accept(self, result: StageResult) -> None:
-        items = [(kind.value, g.batch) for kind, g in result.accepted.items()]
-        if result.quarantine is not None:
-            items.append((QUARANTINE, result.quarantine))
-        if result.gaps is not None:
-            items.append((GAPS, result.gaps))
+        """Commit one delivery now, without the worker (tools and tests)."""
+        await self.commit([result])
+
+    async def commit(self, results: list[StageResult]) -> None:
+        items: list[tuple[str, pa.RecordBatch]] = []
+        for result in results:
+            items += [(kind.value, g.batch) for kind, g in result.accepted.items()]
+            if result.quarantine is not None:
+                items.append((QUARANTINE, result.quarantine))
+            if result.gaps is not None:
+                items.append((GAPS, result.gaps))
         if not items:
             return
         started = time.perf_counter()
@@ -60,13 +104,14 @@ class Hub:
         self.journal_seconds += elapsed
         self.journal_appends += 1
         self.last_journal_ms = elapsed * 1000
-        for kind, grouped in result.accepted.items():
-            self.accepted[kind.value] += grouped.batch.num_rows
-            await self._fan_out(kind, grouped)
-        if result.quarantine is not None:
-            self.quarantined += result.quarantine.num_rows
-        if result.gaps is not None:
-            self.gaps += result.gaps.num_rows
+        for result in results:
+            for kind, grouped in result.accepted.items():
+                self.accepted[kind.value] += grouped.batch.num_rows
+                await self._fan_out(kind, grouped)
+            if result.quarantine is not None:
+                self.quarantined += result.quarantine.num_rows
+            if result.gaps is not None:
+                self.gaps += result.gaps.num_rows
 
     async def _fan_out(self, kind: Kind, grouped: Grouped) -> None:
         targets: list[tuple[str, Listener]] = [("hot", self.hot.write), ("bus", self.bus.publish)]

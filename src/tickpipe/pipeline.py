@@ -97,14 +97,14 @@ class Pipeline:
         self.lake_bytes = 0
         self.flush_errors = 0
         self.ready = asyncio.Event()
+        self.sources_done = asyncio.Event()
 
     @property
     def hot(self) -> HotStore:
         return self.hub.hot
 
     async def ingest(self, source: str, batches: Batches) -> None:
-        result = self.quality.process(source, batches)
-        await self.hub.accept(result)
+        await self.hub.submit(self.quality.process(source, batches))
 
     async def recover(self) -> None:
         """Flush what a previous run left in the journal, then resume quality state."""
@@ -170,13 +170,22 @@ class Pipeline:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._flusher(stop), name="flusher")
-                sources = group.create_task(self.supervisor.run(), name="supervisor")
+                hub = group.create_task(self.hub.run(), name="hub")
+                sources = group.create_task(self._run_sources(), name="supervisor")
                 await stop.wait()
                 sources.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sources
+                await self.hub.close()
+                await hub
         finally:
             await self.flush_once(force=True)
             await self.hot.close()
             log.info("pipeline stopped; journal flushed to the lake")
+
+    async def _run_sources(self) -> None:
+        await self.supervisor.run()
+        self.sources_done.set()
 
     def status(self) -> dict[str, Any]:
         """Services, sources and counters for /api/v1/status; no market data."""
@@ -219,6 +228,7 @@ class Pipeline:
                     "flush_errors": self.flush_errors,
                 },
                 "bus_subscribers": len(self.bus.subscribers),
+                "hub_queue": self.hub.queue_depth,
             },
             "sources": sources,
             "accepted": dict(self.hub.accepted),

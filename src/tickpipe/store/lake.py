@@ -26,7 +26,7 @@ from tickpipe.store.journal import closed_segments, fsync_dir, read_segment
 log = logging.getLogger(__name__)
 
 DELTA_COLUMNS = ("ts_event", "ts_recv", "seq", "start_ns", "end_ns")
-ROW_GROUP_ROWS = 512 * 1024
+ROW_GROUP_ROWS = 128 * 1024
 
 
 def write_parquet(table: pa.Table, path: Path, zstd_level: int) -> None:
@@ -50,6 +50,7 @@ def write_parquet(table: pa.Table, path: Path, zstd_level: int) -> None:
         row_group_size=ROW_GROUP_ROWS,
         sorting_columns=sorting or None,
         write_statistics=True,
+        data_page_version="2.0",
     )
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
