@@ -19,14 +19,14 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import percentiles  # noqa: E402
+from _util import percentiles
 
-from tickpipe.clock import NS_PER_SECOND, SystemClock  # noqa: E402
-from tickpipe.events import SCHEMAS, Kind  # noqa: E402
-from tickpipe.store.hot_memory import MemoryHotStore  # noqa: E402
-from tickpipe.store.journal import Journal  # noqa: E402
-from tickpipe.store.lake import LakeWriter  # noqa: E402
-from tickpipe.store.query import Query  # noqa: E402
+from tickpipe.clock import NS_PER_SECOND, SystemClock
+from tickpipe.events import SCHEMAS, Kind
+from tickpipe.store.hot_memory import MemoryHotStore
+from tickpipe.store.journal import Journal
+from tickpipe.store.lake import LakeWriter
+from tickpipe.store.query import Query
 
 SESSION_S = 6.5 * 3600
 
@@ -85,7 +85,9 @@ def main() -> None:
     assert bars.num_rows == 390 and sum(bars.column("trades").to_pylist()) == args.trades
     timed(lambda: query.bars(["SPY"], start, end, "1m"), 3)
     bar_times = timed(lambda: query.bars(["SPY"], start, end, "1m"), args.runs)
-    floor = timed(lambda: query.sql("SELECT count(*) FROM read_parquet($f)", {"f": files}), args.runs)
+    floor = timed(
+        lambda: query.sql("SELECT count(*) FROM read_parquet($f)", {"f": files}), args.runs
+    )
     print(f"1m bars, 1 symbol-day ({bars.num_rows} bars): {percentiles(bar_times)}")
     print(f"floor, count(*) over the same files:  {percentiles(floor)}")
     print(f"bars / floor (p50) = {np.median(bar_times) / np.median(floor):.1f}")

@@ -20,13 +20,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import redis_server  # noqa: E402
+from _util import redis_server
 
-from tickpipe.clock import NS_PER_SECOND, SystemClock  # noqa: E402
-from tickpipe.config import Settings  # noqa: E402
-from tickpipe.pipeline import Pipeline  # noqa: E402
-from tickpipe.sources.simulator import Simulator  # noqa: E402
-from tickpipe.store import layout  # noqa: E402
+from tickpipe.clock import NS_PER_SECOND, SystemClock
+from tickpipe.config import Settings
+from tickpipe.pipeline import Pipeline
+from tickpipe.sources.simulator import Simulator
+from tickpipe.store import layout
 
 
 def bench_settings(data: Path, events: int, batch: int, redis_url: str | None) -> Settings:
@@ -62,7 +62,9 @@ async def run_pipeline(settings: Settings) -> tuple[float, int]:
     stop.set()
     await task  # the final flush: every accepted event is in Parquet when this returns
     elapsed = time.perf_counter() - started
-    return pipeline.supervisor.states["simulator"].events / elapsed, sum(pipeline.hub.accepted.values())
+    return pipeline.supervisor.states["simulator"].events / elapsed, sum(
+        pipeline.hub.accepted.values()
+    )
 
 
 def lake_report(data: Path) -> str:
@@ -72,7 +74,9 @@ def lake_report(data: Path) -> str:
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         size = sum(f.stat().st_size for f in files)
         if rows:
-            lines.append(f"    {kind:<7} {rows:>9,} rows  {size / rows:5.2f} bytes/event  ({len(files)} files)")
+            lines.append(
+                f"    {kind:<7} {rows:>9,} rows  {size / rows:5.2f} bytes/event  ({len(files)} files)"
+            )
     return "\n".join(lines)
 
 
@@ -90,8 +94,10 @@ def main() -> None:
             settings = bench_settings(data, args.events, args.batch, redis_url)
             base = baseline(settings)
             rate, accepted = asyncio.run(run_pipeline(settings))
-            print(f"{mode}: {rate:,.0f} events/s end to end ({accepted:,} accepted of {args.events:,}); "
-                  f"simulator alone {base:,.0f} events/s; pipeline/baseline = {rate / base:.2f}")
+            print(
+                f"{mode}: {rate:,.0f} events/s end to end ({accepted:,} accepted of {args.events:,}); "
+                f"simulator alone {base:,.0f} events/s; pipeline/baseline = {rate / base:.2f}"
+            )
             print(lake_report(data))
 
 

@@ -41,17 +41,37 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private redis-server on a free loopback port for this test session."""
+    """A private redis-server on a free loopback port for this test session.
+
+    ``TICKPIPE_TEST_REDIS_URL`` (set by ``.ci/run``) points at one already running instead.
+    """
+    preset = os.environ.get("TICKPIPE_TEST_REDIS_URL")
+    if preset:
+        yield preset
+        return
     binary = shutil.which("redis-server")
     if binary is None:
         if IN_CI:
-            pytest.fail("redis-server is not on PATH; CI must install it (apt-get install redis-server)")
+            pytest.fail(
+                "redis-server is not on PATH; CI must install it (apt-get install redis-server)"
+            )
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -23,7 +23,7 @@ class _Server(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # older uvicorn
         return
 
-    def capture_signals(self):  # type: ignore[no-untyped-def, override]
+    def capture_signals(self):  # type: ignore[no-untyped-def]
         import contextlib
 
         return contextlib.nullcontext()

@@ -126,4 +126,5 @@ def segmented_prev_max(values: IntArray, starts: IntArray, initial: IntArray) ->
     shifted[init_positions] = (initial - floor) + offset
     shifted[positions] = (values - floor) + offset[group]
     running = np.maximum.accumulate(shifted)
-    return (running[positions - 1] - offset[group]) + floor
+    result: IntArray = (running[positions - 1] - offset[group]) + floor
+    return result

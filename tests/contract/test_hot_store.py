@@ -31,7 +31,10 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[HotStore]:
 
 
 def trades(symbol: str, first_seq: int, n: int) -> pa.RecordBatch:
-    return to_batch(Kind.TRADE, [Trade(s, s, symbol, 100 + s / 100, 1, "t", s) for s in range(first_seq, first_seq + n)])
+    return to_batch(
+        Kind.TRADE,
+        [Trade(s, s, symbol, 100 + s / 100, 1, "t", s) for s in range(first_seq, first_seq + n)],
+    )
 
 
 async def write(store: HotStore, kind: Kind, batch: pa.RecordBatch) -> None:
@@ -40,7 +43,11 @@ async def write(store: HotStore, kind: Kind, batch: pa.RecordBatch) -> None:
 
 async def test_latest_returns_the_newest_events_oldest_first(store: HotStore) -> None:
     for start in range(1, 31, 10):
-        await write(store, Kind.TRADE, pa.concat_batches([trades("SPY", start, 10), trades("QQQ", start, 10)]))
+        await write(
+            store,
+            Kind.TRADE,
+            pa.concat_batches([trades("SPY", start, 10), trades("QQQ", start, 10)]),
+        )
     latest = await store.latest(Kind.TRADE, "SPY", 15)
     assert latest.column("seq").to_pylist() == list(range(16, 31))
     assert set(latest.column("symbol").to_pylist()) == {"SPY"}
@@ -64,7 +71,11 @@ async def test_unknown_symbol_or_zero_limit_is_empty(store: HotStore) -> None:
 
 
 async def test_latest_quote_per_symbol(store: HotStore) -> None:
-    quotes = [Quote(i, i, sym, 10 + i, 1, 11 + i, 1, "t", i) for i in range(1, 5) for sym in ("SPY", "QQQ")]
+    quotes = [
+        Quote(i, i, sym, 10 + i, 1, 11 + i, 1, "t", i)
+        for i in range(1, 5)
+        for sym in ("SPY", "QQQ")
+    ]
     await write(store, Kind.QUOTE, to_batch(Kind.QUOTE, quotes))
     latest = from_batch(Kind.QUOTE, await store.latest_quotes(["QQQ", "SPY", "NOPE"]))
     assert [(q.symbol, q.seq, q.bid) for q in latest] == [("QQQ", 4, 14), ("SPY", 4, 14)]

@@ -19,7 +19,9 @@ class PipelineProcess:
     def __init__(self, port: int, env: dict[str, str], log: Path) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("TICKPIPE_", "SCHWAB_"))}
+        full_env = {
+            k: v for k, v in os.environ.items() if not k.startswith(("TICKPIPE_", "SCHWAB_"))
+        }
         full_env.update(env)
         self._log = open(log, "ab")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
@@ -33,7 +35,9 @@ class PipelineProcess:
     def get(self, path: str) -> Any:
         return httpx.get(self.base + path, timeout=5).json()
 
-    def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60) -> dict[str, Any]:
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 60
+    ) -> dict[str, Any]:
         """Poll /api/v1/status until ``predicate`` holds (the process offers no other signal)."""
         deadline = time.monotonic() + timeout
         last: dict[str, Any] = {}

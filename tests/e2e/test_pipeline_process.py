@@ -31,17 +31,27 @@ def lake_table(data: Path, dataset: str) -> pa.Table | None:
 
 def test_demo_runs_counts_rise_and_ctrl_c_flushes_everything(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    env = {"TICKPIPE_DATA_DIR": str(data), "TICKPIPE_SIMULATOR_RATE": "2000",
-           "TICKPIPE_JOURNAL_SEGMENT_SECONDS": "1"}
+    env = {
+        "TICKPIPE_DATA_DIR": str(data),
+        "TICKPIPE_SIMULATOR_RATE": "2000",
+        "TICKPIPE_JOURNAL_SEGMENT_SECONDS": "1",
+    }
     proc = PipelineProcess(free_port(), env, tmp_path / "run.log")
     first = proc.wait_for(lambda s: s["accepted_total"] > 0)
     (sim,) = first["sources"]
     assert sim["name"] == "simulator"
-    later = proc.wait_for(lambda s: s["accepted_total"] > first["accepted_total"] and s["services"]["lake"]["files_written"] > 0)
+    later = proc.wait_for(
+        lambda s: (
+            s["accepted_total"] > first["accepted_total"]
+            and s["services"]["lake"]["files_written"] > 0
+        )
+    )
     assert later["sources"][0]["status"] == "running"
     assert later["services"]["hot_store"] == "memory"
     assert proc.stop(signal.SIGINT) == 0
-    assert not list((data / "journal").glob("*/*.open")) and not list((data / "journal").glob("*/*.arrows"))
+    assert not list((data / "journal").glob("*/*.open")) and not list(
+        (data / "journal").glob("*/*.arrows")
+    )
     final = sum(t.num_rows for k in Kind if (t := lake_table(data, k.value)) is not None)
     assert final >= later["accepted_total"]
     assert (data / "tick_data.db").exists()
@@ -60,17 +70,23 @@ def deterministic_env(data: Path, start_ns: int) -> dict[str, str]:
     }
 
 
-def test_sigkill_mid_ingest_then_restart_keeps_every_accepted_event_exactly_once(tmp_path: Path) -> None:
+def test_sigkill_mid_ingest_then_restart_keeps_every_accepted_event_exactly_once(
+    tmp_path: Path,
+) -> None:
     data = tmp_path / "data"
     start_ns = (SystemClock().now_ns() - 2 * 3600 * NS_PER_SECOND) // 1000 * 1000
     env = deterministic_env(data, start_ns)
     proc = PipelineProcess(free_port(), env, tmp_path / "run.log")
-    status = proc.wait_for(lambda s: s["accepted_total"] >= 150_000 and s["services"]["lake"]["files_written"] > 0)
+    status = proc.wait_for(
+        lambda s: s["accepted_total"] >= 150_000 and s["services"]["lake"]["files_written"] > 0
+    )
     acknowledged = status["accepted_total"]
     proc.stop(signal.SIGKILL)
     assert list((data / "journal").glob("*/*.open")), "the kill should leave an open segment"
 
-    restarted = PipelineProcess(free_port(), env | {"TICKPIPE_SIMULATOR": "false"}, tmp_path / "run2.log")
+    restarted = PipelineProcess(
+        free_port(), env | {"TICKPIPE_SIMULATOR": "false"}, tmp_path / "run2.log"
+    )
     restarted.wait_ready()
     assert restarted.stop(signal.SIGTERM) == 0
 
@@ -78,16 +94,25 @@ def test_sigkill_mid_ingest_then_restart_keeps_every_accepted_event_exactly_once
     assert sum(t.num_rows for t in lake.values() if t is not None) >= acknowledged
 
     # replay the same deterministic stream through the same quality stage, in process
-    settings = Settings(_env_file=None, data_dir=tmp_path / "unused", simulator_seed=11,  # type: ignore[call-arg]
-                        simulator_realtime=False, simulator_rate=100_000, simulator_batch_size=4000,
-                        simulator_bad_share=0.005, simulator_start_ns=start_ns)
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "unused",
+        simulator_seed=11,  # type: ignore[call-arg]
+        simulator_realtime=False,
+        simulator_rate=100_000,
+        simulator_batch_size=4000,
+        simulator_bad_share=0.005,
+        simulator_start_ns=start_ns,
+    )
     clock = SystemClock()
     sim, stage = Simulator(settings, clock), QualityStage(settings, clock)
     expected: dict[Kind, list[pa.RecordBatch]] = {k: [] for k in lake}
     counts = {k: 0 for k in lake}
     while any(counts[k] < (lake[k].num_rows if lake[k] is not None else 0) for k in lake):
         n = settings.simulator_batch_size
-        result = stage.process("simulator", sim.step(n, int(n / settings.simulator_rate * NS_PER_SECOND)))
+        result = stage.process(
+            "simulator", sim.step(n, int(n / settings.simulator_rate * NS_PER_SECOND))
+        )
         for kind, grouped in result.accepted.items():
             expected[kind].append(grouped.batch)
             counts[kind] += grouped.batch.num_rows

@@ -15,9 +15,17 @@ from tickpipe.pipeline import Pipeline
 from tickpipe.store import keys
 
 
-async def test_streams_hash_and_channels_fill_from_the_simulator(tmp_path: Path, redis_url: str) -> None:
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data", redis_url=redis_url,  # type: ignore[call-arg]
-                        simulator_seed=5, simulator_rate=5000, simulator_batch_ms=20)
+async def test_streams_hash_and_channels_fill_from_the_simulator(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = Settings(
+        _env_file=None,
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,  # type: ignore[call-arg]
+        simulator_seed=5,
+        simulator_rate=5000,
+        simulator_batch_ms=20,
+    )
     listener = aioredis.Redis.from_url(redis_url)
     await listener.flushdb()
     pubsub = listener.pubsub()

@@ -16,7 +16,9 @@ from tickpipe.store.bus import Bus
 
 
 def trades(n: int, symbol: str = "SPY", seq0: int = 1) -> pa.RecordBatch:
-    return to_batch(Kind.TRADE, [Trade(i, i, symbol, 1.0 + i, 1, "t", i) for i in range(seq0, seq0 + n)])
+    return to_batch(
+        Kind.TRADE, [Trade(i, i, symbol, 1.0 + i, 1, "t", i) for i in range(seq0, seq0 + n)]
+    )
 
 
 async def test_subscribers_get_only_their_kinds_and_symbols(settings: Settings) -> None:
@@ -56,10 +58,22 @@ async def test_redis_channels_carry_json_events(settings: Settings, redis_url: s
         msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
         if msg is not None:
             messages.append((msg["channel"].decode(), orjson.loads(msg["data"])))
-    assert [(ch, len(events)) for ch, events in messages] == [("ticks", 2), ("ticks", 1), ("level2", 1)]
+    assert [(ch, len(events)) for ch, events in messages] == [
+        ("ticks", 2),
+        ("ticks", 1),
+        ("level2", 1),
+    ]
     assert messages[0][1][0] == {
-        "ts_event": 1, "ts_recv": 1, "symbol": "SPY", "price": 2.0, "size": 1.0, "source": "t",
-        "seq": 1, "exchange": None, "conditions": None, "type": "trade",
+        "ts_event": 1,
+        "ts_recv": 1,
+        "symbol": "SPY",
+        "price": 2.0,
+        "size": 1.0,
+        "source": "t",
+        "seq": 1,
+        "exchange": None,
+        "conditions": None,
+        "type": "trade",
     }
     assert messages[2][1][0]["side"] == "B" and messages[2][1][0]["type"] == "book"
     await pubsub.aclose()

@@ -19,7 +19,10 @@ DAY = layout.NS_PER_DAY
 def make_trades(start_ns: int, n: int, symbol: str = "SPY", seq0: int = 1) -> pa.RecordBatch:
     return to_batch(
         Kind.TRADE,
-        [Trade(start_ns + i * 1000, start_ns + i * 1000, symbol, 600 + i / 100, 1, "t", seq0 + i) for i in range(n)],
+        [
+            Trade(start_ns + i * 1000, start_ns + i * 1000, symbol, 600 + i / 100, 1, "t", seq0 + i)
+            for i in range(n)
+        ],
     )
 
 
@@ -33,7 +36,9 @@ def lake_table(tmp_path: Path, dataset: str = "trade") -> pa.Table:
     return pa.concat_tables([pq.read_table(f, partitioning=None) for f in files])
 
 
-def test_segments_close_by_age_and_flush_to_sorted_parquet(tmp_path: Path, clock: FakeClock) -> None:
+def test_segments_close_by_age_and_flush_to_sorted_parquet(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     j = journal(tmp_path, clock, segment_seconds=5)
     b1 = make_trades(clock.now_ns(), 3, "SPY")
     b2 = make_trades(clock.now_ns(), 2, "AAA")
@@ -71,7 +76,9 @@ def test_recovery_closes_leftovers_and_flushes_them(tmp_path: Path, clock: FakeC
     assert lake_table(tmp_path).num_rows == 10
 
 
-def test_reflushing_a_segment_overwrites_and_never_duplicates(tmp_path: Path, clock: FakeClock) -> None:
+def test_reflushing_a_segment_overwrites_and_never_duplicates(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     j = journal(tmp_path, clock)
     j.append([("trade", make_trades(clock.now_ns(), 10))])
     (segment,) = j.roll()
@@ -84,7 +91,9 @@ def test_reflushing_a_segment_overwrites_and_never_duplicates(tmp_path: Path, cl
     assert len(layout.lake_files(tmp_path / "lake", "trade")) == 1
 
 
-def test_a_segment_spanning_midnight_lands_in_two_partitions(tmp_path: Path, clock: FakeClock) -> None:
+def test_a_segment_spanning_midnight_lands_in_two_partitions(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     j = journal(tmp_path, clock)
     midnight = (clock.now_ns() // DAY + 1) * DAY
     j.append([("trade", make_trades(midnight - 2000, 4))])

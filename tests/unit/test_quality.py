@@ -16,15 +16,25 @@ from tickpipe.quality.stage import QualityStage, StageResult
 MS = 1_000_000
 
 
-def trades(clock: FakeClock, prices: list[float], *, symbol: str = "SPY", start_seq: int = 1,
-           sizes: list[float] | None = None, offsets_ms: list[int] | None = None) -> pa.RecordBatch:
+def trades(
+    clock: FakeClock,
+    prices: list[float],
+    *,
+    symbol: str = "SPY",
+    start_seq: int = 1,
+    sizes: list[float] | None = None,
+    offsets_ms: list[int] | None = None,
+) -> pa.RecordBatch:
     base = clock.now_ns() - 10 * NS_PER_SECOND
     offsets = offsets_ms or [i * 10 for i in range(len(prices))]
     sizes = sizes or [100.0] * len(prices)
-    return to_batch(Kind.TRADE, [
-        Trade(base + off * MS, base + off * MS + 1000, symbol, p, sz, "feed", start_seq + i)
-        for i, (p, sz, off) in enumerate(zip(prices, sizes, offsets, strict=True))
-    ])
+    return to_batch(
+        Kind.TRADE,
+        [
+            Trade(base + off * MS, base + off * MS + 1000, symbol, p, sz, "feed", start_seq + i)
+            for i, (p, sz, off) in enumerate(zip(prices, sizes, offsets, strict=True))
+        ],
+    )
 
 
 def run(stage: QualityStage, batch: pa.RecordBatch, kind: Kind = Kind.TRADE) -> StageResult:
@@ -71,11 +81,14 @@ def test_bad_values_are_quarantined_with_their_rule(
 
 def test_crossed_quote_names_bid_and_ask(stage: QualityStage, clock: FakeClock) -> None:
     ts = clock.now_ns() - NS_PER_SECOND
-    batch = to_batch(Kind.QUOTE, [
-        Quote(ts, ts, "SPY", 600.00, 10, 600.01, 10, "feed", 1),
-        Quote(ts + 1, ts + 1, "SPY", 600.05, 10, 600.01, 10, "feed", 2),
-        Quote(ts + 2, ts + 2, "SPY", 600.01, 10, 600.01, 10, "feed", 3),  # locked is fine
-    ])
+    batch = to_batch(
+        Kind.QUOTE,
+        [
+            Quote(ts, ts, "SPY", 600.00, 10, 600.01, 10, "feed", 1),
+            Quote(ts + 1, ts + 1, "SPY", 600.05, 10, 600.01, 10, "feed", 2),
+            Quote(ts + 2, ts + 2, "SPY", 600.01, 10, 600.01, 10, "feed", 3),  # locked is fine
+        ],
+    )
     result = run(stage, batch, Kind.QUOTE)
     (bad,) = quarantined(result)
     assert bad["rule"] == "crossed"
@@ -84,15 +97,21 @@ def test_crossed_quote_names_bid_and_ask(stage: QualityStage, clock: FakeClock) 
     assert result.accepted[Kind.QUOTE].batch.num_rows == 2
 
 
-def test_timestamps_too_far_in_the_future_or_past(stage: QualityStage, clock: FakeClock, settings: Settings) -> None:
+def test_timestamps_too_far_in_the_future_or_past(
+    stage: QualityStage, clock: FakeClock, settings: Settings
+) -> None:
     limits = settings.quality
     future = int((limits.future_tolerance_s + 1) * 1000)
     ancient = -int((limits.max_age_s + 60) * 1000)
-    result = run(stage, trades(clock, [600.0, 600.0, 600.0], offsets_ms=[0, future + 10_000, ancient]))
+    result = run(
+        stage, trades(clock, [600.0, 600.0, 600.0], offsets_ms=[0, future + 10_000, ancient])
+    )
     assert [r["rule"] for r in quarantined(result)] == ["future_ts", "ancient_ts"]
 
 
-def test_redelivered_events_are_duplicates_across_and_within_batches(stage: QualityStage, clock: FakeClock) -> None:
+def test_redelivered_events_are_duplicates_across_and_within_batches(
+    stage: QualityStage, clock: FakeClock
+) -> None:
     first = trades(clock, [600.0, 600.01, 600.02])
     assert run(stage, first).quarantine is None
     again = run(stage, first)
@@ -103,13 +122,17 @@ def test_redelivered_events_are_duplicates_across_and_within_batches(stage: Qual
     assert [r["rule"] for r in quarantined(run(stage, inside))] == ["duplicate"]
 
 
-def test_out_of_order_event_is_quarantined_and_does_not_move_time_back(stage: QualityStage, clock: FakeClock) -> None:
+def test_out_of_order_event_is_quarantined_and_does_not_move_time_back(
+    stage: QualityStage, clock: FakeClock
+) -> None:
     result = run(stage, trades(clock, [600.0, 600.0, 600.0, 600.0], offsets_ms=[0, 500, 100, 600]))
     assert [(r["rule"], r["seq"]) for r in quarantined(result)] == [("out_of_order", 3)]
     assert result.accepted[Kind.TRADE].batch.column("seq").to_pylist() == [1, 2, 4]
 
 
-def test_outlier_spike_is_quarantined_and_the_return_is_not(stage: QualityStage, clock: FakeClock) -> None:
+def test_outlier_spike_is_quarantined_and_the_return_is_not(
+    stage: QualityStage, clock: FakeClock
+) -> None:
     prices = [600.0, 600.01, 600.02, 600.01, 660.0, 600.02, 600.03]
     result = run(stage, trades(clock, prices))
     bad = quarantined(result)
@@ -130,7 +153,9 @@ def test_first_failing_rule_wins(stage: QualityStage, clock: FakeClock) -> None:
     assert [r["rule"] for r in quarantined(run(stage, batch, Kind.QUOTE))] == ["non_finite"]
 
 
-def test_silence_longer_than_the_limit_is_a_time_gap(stage: QualityStage, clock: FakeClock, settings: Settings) -> None:
+def test_silence_longer_than_the_limit_is_a_time_gap(
+    stage: QualityStage, clock: FakeClock, settings: Settings
+) -> None:
     gap_ms = int(settings.quality.gap_seconds * 1000) + 5_000
     batch = trades(clock, [600.0] * 3, offsets_ms=[0, 10, 10 + gap_ms])
     clock.advance(gap_ms / 1000)
@@ -143,7 +168,9 @@ def test_silence_longer_than_the_limit_is_a_time_gap(stage: QualityStage, clock:
     assert stage.gap_counts[("feed", "time")] == 1
 
 
-def test_sequence_break_is_a_gap_and_the_events_are_kept(stage: QualityStage, clock: FakeClock) -> None:
+def test_sequence_break_is_a_gap_and_the_events_are_kept(
+    stage: QualityStage, clock: FakeClock
+) -> None:
     run(stage, trades(clock, [600.0, 600.0]))
     result = run(stage, trades(clock, [600.0], start_seq=10, offsets_ms=[50]))
     assert result.accepted[Kind.TRADE].batch.num_rows == 1
@@ -161,7 +188,9 @@ def test_thresholds_can_be_set_per_symbol(tmp_path, clock: FakeClock) -> None:  
     stage = QualityStage(settings, clock)
     spike = [16.0, 16.01, 16.02, 19.0]
     assert quarantined(run(stage, trades(clock, spike, symbol="$VIX"))) == []
-    assert [r["rule"] for r in quarantined(run(stage, trades(clock, spike, symbol="SPY")))] == ["outlier"]
+    assert [r["rule"] for r in quarantined(run(stage, trades(clock, spike, symbol="SPY")))] == [
+        "outlier"
+    ]
 
 
 def test_symbols_are_checked_independently(stage: QualityStage, clock: FakeClock) -> None:
@@ -174,16 +203,55 @@ def test_symbols_are_checked_independently(stage: QualityStage, clock: FakeClock
     assert grouped.counts.tolist() == [2, 2]
 
 
-def test_option_quotes_allow_zero_bid_and_missing_greeks(stage: QualityStage, clock: FakeClock) -> None:
+def test_option_quotes_allow_zero_bid_and_missing_greeks(
+    stage: QualityStage, clock: FakeClock
+) -> None:
     import datetime as dt
 
     ts = clock.now_ns() - NS_PER_SECOND
-    batch = to_batch(Kind.OPTION, [
-        OptionQuote(ts, ts, "SPY   261219C00700000", "SPY", dt.date(2026, 12, 19), 700.0, "C",
-                    0.0, 0.05, 0.02, 10, 100, math.nan, math.nan, math.nan, "feed", 1),
-        OptionQuote(ts, ts, "SPY   261219C00710000", "SPY", dt.date(2026, 12, 19), 710.0, "C",
-                    0.10, 0.05, 0.02, 10, 100, 0.2, 0.1, 0.01, "feed", 1),
-    ])
+    batch = to_batch(
+        Kind.OPTION,
+        [
+            OptionQuote(
+                ts,
+                ts,
+                "SPY   261219C00700000",
+                "SPY",
+                dt.date(2026, 12, 19),
+                700.0,
+                "C",
+                0.0,
+                0.05,
+                0.02,
+                10,
+                100,
+                math.nan,
+                math.nan,
+                math.nan,
+                "feed",
+                1,
+            ),
+            OptionQuote(
+                ts,
+                ts,
+                "SPY   261219C00710000",
+                "SPY",
+                dt.date(2026, 12, 19),
+                710.0,
+                "C",
+                0.10,
+                0.05,
+                0.02,
+                10,
+                100,
+                0.2,
+                0.1,
+                0.01,
+                "feed",
+                1,
+            ),
+        ],
+    )
     result = run(stage, batch, Kind.OPTION)
     assert result.accepted[Kind.OPTION].batch.num_rows == 1
     assert [r["rule"] for r in quarantined(result)] == ["crossed"]

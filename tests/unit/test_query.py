@@ -27,7 +27,15 @@ def parts(tmp_path: Path, clock: FakeClock) -> tuple[Journal, LakeWriter, Query]
 
 def trades(start: int, n: int, step_ns: int, seq0: int, symbol: str = "SPY") -> list[Trade]:
     return [
-        Trade(start + i * step_ns, start + i * step_ns, symbol, 600 + (i % 17) / 100, 1 + i % 5, "t", seq0 + i)
+        Trade(
+            start + i * step_ns,
+            start + i * step_ns,
+            symbol,
+            600 + (i % 17) / 100,
+            1 + i % 5,
+            "t",
+            seq0 + i,
+        )
         for i in range(n)
     ]
 
@@ -64,11 +72,15 @@ def test_a_segment_caught_mid_flush_is_not_counted_twice(
     assert got.num_rows == 20
 
 
-def test_bars_equal_bars_computed_by_hand(parts: tuple[Journal, LakeWriter, Query], clock: FakeClock) -> None:
+def test_bars_equal_bars_computed_by_hand(
+    parts: tuple[Journal, LakeWriter, Query], clock: FakeClock
+) -> None:
     journal, lake, query = parts
     minute = 60 * NS_PER_SECOND
     t0 = clock.now_ns() // minute * minute
-    events = trades(t0 + 7, 400, NS_PER_SECOND // 2, 1) + trades(t0 + 9, 100, NS_PER_SECOND, 1, "QQQ")
+    events = trades(t0 + 7, 400, NS_PER_SECOND // 2, 1) + trades(
+        t0 + 9, 100, NS_PER_SECOND, 1, "QQQ"
+    )
     journal.append([("trade", to_batch(Kind.TRADE, events[:250]))])
     journal.roll()
     lake.flush_closed()
@@ -82,7 +94,9 @@ def test_bars_equal_bars_computed_by_hand(parts: tuple[Journal, LakeWriter, Quer
     for bar in bars:
         group = expected[(bar["symbol"], bar["time"])]
         assert bar["open"] == group[0].price and bar["close"] == group[-1].price
-        assert bar["high"] == max(e.price for e in group) and bar["low"] == min(e.price for e in group)
+        assert bar["high"] == max(e.price for e in group) and bar["low"] == min(
+            e.price for e in group
+        )
         assert bar["volume"] == sum(e.size for e in group) and bar["trades"] == len(group)
         vwap = sum(e.price * e.size for e in group) / sum(e.size for e in group)
         assert bar["vwap"] == pytest.approx(vwap)

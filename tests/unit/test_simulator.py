@@ -62,7 +62,10 @@ def test_option_chain_has_expiries_strikes_and_greeks(settings: Settings, clock:
 
 def test_injected_bad_events_are_caught_by_quality(settings: Settings, clock: FakeClock) -> None:
     noisy = settings.model_copy(
-        update={"simulator_bad_share": 0.02, "simulator_start_ns": clock.now_ns() - 3600 * NS_PER_SECOND}
+        update={
+            "simulator_bad_share": 0.02,
+            "simulator_start_ns": clock.now_ns() - 3600 * NS_PER_SECOND,
+        }
     )
     sim = Simulator(noisy, clock)
     stage = QualityStage(noisy, clock)

@@ -60,8 +60,15 @@ def supervisor(sources: list[object], got: list[pa.RecordBatch], **kw: float) ->
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
-    sup = Supervisor([], lambda n, b: asyncio.sleep(0), FakeClock(), backoff_initial_s=0.5,
-                     backoff_max_s=30, idle_timeout_s=1, rng=random.Random(3))  # type: ignore[arg-type]
+    sup = Supervisor(
+        [],
+        lambda n, b: asyncio.sleep(0),
+        FakeClock(),
+        backoff_initial_s=0.5,
+        backoff_max_s=30,
+        idle_timeout_s=1,
+        rng=random.Random(3),
+    )  # type: ignore[arg-type]
     delays = [sup.backoff_delay(n) for n in range(1, 12)]
     for n, d in enumerate(delays, start=1):
         base = min(30, 0.5 * 2 ** (n - 1))

@@ -40,7 +40,11 @@ def test_occ_symbols_round_trip() -> None:
     assert text == "SPXW  251219P05900500"
     parsed = parse_occ(text)
     assert (parsed.underlying, parsed.expiry, parsed.right, parsed.strike) == (
-        "SPXW", dt.date(2025, 12, 19), "P", 5900.5)
+        "SPXW",
+        dt.date(2025, 12, 19),
+        "P",
+        5900.5,
+    )
     assert parse_occ("SPXW251219P05900500") == parsed
     assert parsed.occ() == text
 

@@ -76,7 +76,8 @@ class Verdict:
 
     @property
     def accepted(self) -> BoolArray:
-        return self.rule == Rule.OK
+        ok: BoolArray = self.rule == Rule.OK
+        return ok
 
 
 def _group_index(starts: IntArray, n: int) -> IntArray:

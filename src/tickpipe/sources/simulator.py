@@ -187,7 +187,8 @@ class Simulator:
         )
         paths = self._mid[:, None] * np.exp(np.cumsum(shocks, axis=1))
         self._mid = paths[:, -1]
-        return np.round(paths / self._tick[:, None]) * self._tick[:, None]
+        rounded: FloatArray = np.round(paths / self._tick[:, None]) * self._tick[:, None]
+        return rounded
 
     def _maybe_silence(self, t0: int, duration_ns: int) -> None:
         share = self._settings.simulator_silence_share

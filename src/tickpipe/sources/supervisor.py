@@ -49,7 +49,7 @@ class Supervisor:
     def backoff_delay(self, failures: int) -> float:
         """Capped exponential backoff with jitter; ``failures`` counts from 1."""
         base = min(self._cap, self._initial * 2 ** max(failures - 1, 0))
-        return base * (0.5 + 0.5 * self._rng.random())
+        return float(base * (0.5 + 0.5 * self._rng.random()))
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:

@@ -36,7 +36,8 @@ class HotStore(Protocol):
 
 def serialize(batch: pa.RecordBatch) -> bytes:
     """One batch as an Arrow IPC message without its schema (the kind implies it)."""
-    return batch.serialize().to_pybytes()
+    data: bytes = batch.serialize().to_pybytes()
+    return data
 
 
 def deserialize(data: bytes, schema: pa.Schema) -> pa.RecordBatch:

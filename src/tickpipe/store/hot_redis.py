@@ -8,6 +8,8 @@ holds at least one event, so at least ``capacity`` recent events stay.
 
 from __future__ import annotations
 
+from typing import cast
+
 import pyarrow as pa
 import redis.asyncio as aioredis
 
@@ -58,10 +60,13 @@ class RedisHotStore:
         key = keys.stream_key(kind, symbol)
         taken: list[pa.RecordBatch] = []
         rows = 0
-        cursor = "+"
+        cursor: bytes | str = "+"
         page = 16
         while rows < limit:
-            entries = await self._redis.xrevrange(key, max=cursor, min="-", count=page)
+            entries = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                await self._redis.xrevrange(key, max=cursor, min="-", count=page),
+            )
             if not entries:
                 break
             for entry_id, fields in entries:
@@ -83,12 +88,12 @@ class RedisHotStore:
         schema = SCHEMAS[Kind.QUOTE]
         if not symbols:
             return schema.empty_table()
-        values = await self._redis.hmget(keys.latest_quote_key(), symbols)
+        values = cast(list[bytes | None], await self._redis.hmget(keys.latest_quote_key(), symbols))
         rows = [deserialize(v, schema) for v in values if v is not None]
         return pa.Table.from_batches(rows, schema=schema)
 
     async def symbols(self, kind: Kind) -> list[str]:
-        members = await self._redis.smembers(keys.stream_symbols_key(kind))
+        members = cast(set[bytes], await self._redis.smembers(keys.stream_symbols_key(kind)))
         return sorted(m.decode() for m in members)
 
     async def close(self) -> None:
