@@ -46,6 +46,8 @@ class Hub:
         self.journal_seconds = 0.0
         self.journal_appends = 0
         self.last_journal_ms = 0.0
+        self.journal_errors = 0
+        self.last_error: str | None = None
         self._queue: asyncio.Queue[StageResult | None] = asyncio.Queue(maxsize=queue_depth)
 
     def add_listener(self, listener: Listener) -> None:
@@ -71,9 +73,25 @@ class Hub:
                     closing = True
                     break
                 results.append(more)
-            await self.commit(results)
+            await self._commit_until_done(results)
             if closing:
                 return
+
+    async def _commit_until_done(self, results: list[StageResult]) -> None:
+        """A journal failure (disk full, I/O error) is retried, never dropped: while it
+        lasts the queue fills and the sources wait."""
+        delay = 0.1
+        while True:
+            try:
+                await self.commit(results)
+                self.last_error = None
+                return
+            except StorageError as exc:
+                self.journal_errors += 1
+                self.last_error = str(exc)
+                log.error("journal write failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def close(self) -> None:
         """Commit what is queued, then stop the worker."""

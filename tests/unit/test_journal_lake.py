@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tickpipe.clock import NS_PER_SECOND, FakeClock
 from tickpipe.events import Kind, Trade, to_batch
@@ -118,3 +119,28 @@ def test_trades_compress_to_about_a_seventh_of_csv(tmp_path: Path, clock: FakeCl
     rows = writer.flush_closed()
     # 1 000 trades/s over five symbols, microsecond stamps: CSV takes ~60 bytes a trade
     assert writer.lake_bytes() / rows < 10
+
+
+def test_a_failed_append_can_be_retried_without_a_second_copy(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from tickpipe.errors import StorageError
+
+    j = journal(tmp_path, clock)
+    j.append([("trade", make_trades(clock.now_ns(), 5))])
+    second = make_trades(clock.now_ns() + 10**6, 5, seq0=6)
+    real_fsync = os.fsync
+
+    def disk_error(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_error)
+    with pytest.raises(StorageError, match="No space left"):
+        j.append([("trade", second)])
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    j.append([("trade", second)])
+    j.roll()
+    LakeWriter(tmp_path / "lake", tmp_path / "journal", 3).flush_closed()
+    assert sorted(lake_table(tmp_path).column("seq").to_pylist()) == list(range(1, 11))

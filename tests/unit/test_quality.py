@@ -255,3 +255,24 @@ def test_option_quotes_allow_zero_bid_and_missing_greeks(
     result = run(stage, batch, Kind.OPTION)
     assert result.accepted[Kind.OPTION].batch.num_rows == 1
     assert [r["rule"] for r in quarantined(result)] == ["crossed"]
+
+
+def test_rows_of_the_wrong_shape_are_quarantined_not_fatal(
+    stage: QualityStage, clock: FakeClock
+) -> None:
+    wrong = pa.record_batch(
+        {"ts_event": [1, 2], "symbol": ["SPY", "SPY"], "price": ["600.1", "oops"]}
+    )
+    result = run(stage, wrong)
+    bad = quarantined(result)
+    assert [r["rule"] for r in bad] == ["bad_schema", "bad_schema"]
+    assert "do not fit trade" in str(bad[0]["reason"]) and '"oops"' in str(bad[1]["payload"])
+    assert Kind.TRADE not in result.accepted
+
+
+def test_safe_type_differences_are_cast_not_rejected(stage: QualityStage, clock: FakeClock) -> None:
+    good = trades(clock, [600.0, 600.01])
+    as_int32 = good.set_column(
+        good.schema.get_field_index("seq"), "seq", good.column("seq").cast(pa.int32())
+    )
+    assert run(stage, as_int32).accepted[Kind.TRADE].batch.num_rows == 2

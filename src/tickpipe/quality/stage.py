@@ -19,7 +19,7 @@ import pyarrow as pa
 from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.columnar import Grouped, group_by_symbol
 from tickpipe.config import QualityThresholds, Settings
-from tickpipe.events import PRICE_COLUMNS, SIZE_COLUMNS, Kind
+from tickpipe.events import PRICE_COLUMNS, SCHEMAS, SIZE_COLUMNS, Kind
 from tickpipe.quality.rules import Columns, GroupState, Rule, evaluate, sequence_gaps, time_gaps
 
 QUARANTINE = "quarantine"
@@ -58,6 +58,7 @@ GAP_SCHEMA = pa.schema(
 )
 
 _NO_TS = np.iinfo(np.int64).min
+BAD_SCHEMA = "bad_schema"
 
 
 @dataclasses.dataclass
@@ -111,8 +112,13 @@ class QualityStage:
         accepted: dict[Kind, Grouped] = {}
         quarantined: list[pa.RecordBatch] = []
         gaps: list[pa.RecordBatch] = []
-        for kind, batch in batches.items():
-            if batch.num_rows == 0:
+        for kind, raw in batches.items():
+            if raw.num_rows == 0:
+                continue
+            batch = _conform(kind, raw)
+            if batch is None:
+                self.rejected[(source, kind.value, BAD_SCHEMA)] += raw.num_rows
+                quarantined.append(_bad_schema_batch(source, kind, raw, now))
                 continue
             grouped = group_by_symbol(batch)
             good, bad, found = self._process_kind(source, kind, grouped, now)
@@ -319,6 +325,42 @@ def _quarantine_batch(
                 orjson.dumps(row, default=str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
                 for row in bad
             ],
+        },
+        schema=QUARANTINE_SCHEMA,
+    )
+
+
+def _conform(kind: Kind, batch: pa.RecordBatch) -> pa.RecordBatch | None:
+    """The batch in its kind's exact schema (safe casts only), or None if it cannot be."""
+    schema = SCHEMAS[kind]
+    if batch.schema.equals(schema):
+        return batch
+    try:
+        return batch.select(schema.names).cast(schema)
+    except (KeyError, ValueError, pa.ArrowException):
+        return None
+
+
+def _bad_schema_batch(source: str, kind: Kind, batch: pa.RecordBatch, now: int) -> pa.RecordBatch:
+    """Rows whose columns do not fit the event model: quarantined whole, original kept."""
+    rows = batch.to_pylist()
+    expected = ", ".join(f"{f.name}: {f.type}" for f in SCHEMAS[kind])
+    got = ", ".join(f"{f.name}: {f.type}" for f in batch.schema)
+
+    def as_int(value: object, default: int) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+    return pa.RecordBatch.from_pydict(
+        {
+            "ts_event": [as_int(r.get("ts_event"), now) for r in rows],
+            "ts_recv": [as_int(r.get("ts_recv"), now) for r in rows],
+            "symbol": [str(r.get("symbol", "")) for r in rows],
+            "source": [source] * len(rows),
+            "kind": [kind.value] * len(rows),
+            "seq": [as_int(r.get("seq"), 0) for r in rows],
+            "rule": [BAD_SCHEMA] * len(rows),
+            "reason": [f"columns ({got}) do not fit {kind.value} ({expected})"] * len(rows),
+            "payload": [orjson.dumps(r, default=str).decode() for r in rows],
         },
         schema=QUARANTINE_SCHEMA,
     )

@@ -83,26 +83,46 @@ class Journal:
     def append(self, items: list[tuple[str, pa.RecordBatch]]) -> None:
         """Write and fsync one delivery; returns only when it is durable."""
         touched: dict[str, _OpenSegment] = {}
+        acked: dict[str, tuple[int, int]] = {}
         try:
             for dataset, batch in items:
                 if batch.num_rows == 0:
                     continue
                 seg = self._segment_for(dataset, batch.schema)
+                acked.setdefault(dataset, (seg.bytes, seg.rows))
                 seg.writer.write_batch(batch)
                 seg.rows += batch.num_rows
-                self.rows_written += batch.num_rows
                 touched[dataset] = seg
             for seg in touched.values():
                 seg.file.flush()
-                size = seg.file.tell()
-                self.bytes_written += size - seg.bytes
-                seg.bytes = size
                 if self._fsync:
                     os.fsync(seg.file.fileno())
                     self.fsyncs += 1
         except (OSError, pa.ArrowException) as exc:
+            for dataset, seg in touched.items():
+                self._abandon(dataset, seg, acked[dataset][0])
             raise StorageError(f"journal append failed: {exc}") from exc
+        for seg in touched.values():
+            size = seg.file.tell()
+            self.bytes_written += size - seg.bytes
+            seg.bytes = size
+        self.rows_written += sum(b.num_rows for _, b in items)
         self._roll(force=False)
+
+    def _abandon(self, dataset: str, seg: _OpenSegment, acked_bytes: int) -> None:
+        """After a failed append: cut the segment back to what was acknowledged and close
+        it, so a retry of the same delivery cannot leave a second copy in the lake."""
+        for closer in (seg.writer.close, seg.file.close):
+            try:
+                closer()
+            except (OSError, pa.ArrowException):
+                log.warning("closing a failed journal segment %s", seg.path.name)
+        try:
+            os.truncate(seg.path, acked_bytes)
+            seg.path.rename(layout.journal_path(self._dir, dataset, seg.segment, closed=True))
+        except OSError:
+            log.exception("could not cut back journal segment %s", seg.path)
+        self._open.pop(dataset, None)
 
     def roll(self) -> list[Path]:
         """Close every open segment now (shutdown, tests); return the closed paths."""
