@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import uvicorn
 
 from tickpipe.config import Settings, load_settings
-from tickpipe.errors import ConfigError
+from tickpipe.errors import ConfigError, KeyStoreError
+from tickpipe.store.keystore import KeyStore
 
 log = logging.getLogger("tickpipe")
 
@@ -38,11 +39,11 @@ def configure_logging(level: str) -> None:
 
 
 async def serve(settings: Settings) -> None:
-    from tickpipe.api.app import create_app
+    from tickpipe.api.app import context_from_pipeline, create_app
     from tickpipe.pipeline import Pipeline
 
     pipeline = Pipeline(settings)
-    app = create_app(settings, pipeline)
+    app = create_app(context_from_pipeline(pipeline))
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
     )
@@ -77,6 +78,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_store(args: argparse.Namespace) -> KeyStore:
+    settings = load_settings()
+    return KeyStore(settings.keys_path)
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    store = KeyStore(settings.keys_path)
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    token, key = store.create(args.name, scopes, args.rate_limit or settings.api_default_rate_limit)
+    print(token)
+    print(
+        f"key {key.name!r} created with scopes {','.join(sorted(key.scopes))} and "
+        f"{key.rate_limit:g} requests/s; it is shown only this once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_keys_list(args: argparse.Namespace) -> int:
+    keys = _key_store(args).list()
+    if not keys:
+        print("no keys yet: tickpipe keys create --name NAME --scopes read", file=sys.stderr)
+    for key in keys:
+        state = "revoked" if key.revoked_ns else "active"
+        print(
+            f"{key.name}\t{key.id}\t{','.join(sorted(key.scopes))}\t{key.rate_limit:g}/s\t{state}"
+        )
+    return 0
+
+
+def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    key = _key_store(args).revoke(args.name)
+    print(f"revoked {key.name!r}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tickpipe", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", help="bind address (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (default 8877)")
     run.set_defaults(func=_cmd_run)
+
+    keys = sub.add_parser("keys", help="manage API keys (works with or without a running server)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--scopes", default="read", help="comma-separated: read, stream, admin")
+    create.add_argument("--rate-limit", type=float, help="requests per second (default 1000)")
+    create.set_defaults(func=_cmd_keys_create)
+    keys_sub.add_parser("list", help="list keys (never their secrets)").set_defaults(
+        func=_cmd_keys_list
+    )
+    revoke = keys_sub.add_parser("revoke", help="revoke a key by name; effective at once")
+    revoke.add_argument("name")
+    revoke.set_defaults(func=_cmd_keys_revoke)
     return parser
 
 
@@ -91,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ConfigError as exc:
+    except (ConfigError, KeyStoreError) as exc:
         print(f"tickpipe: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

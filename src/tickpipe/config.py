@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     port: int = Field(8877, ge=1, le=65535)
     log_level: str = "INFO"
 
+    api_default_rate_limit: float = Field(1000.0, gt=0, description="requests/s per key")
+
     redis_url: str | None = None
     hot_capacity: int = Field(10_000, ge=1, description="events kept per (kind, symbol)")
 
@@ -106,6 +108,10 @@ class Settings(BaseSettings):
     @property
     def journal_dir(self) -> Path:
         return self.data_dir / "journal"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.sqlite"
 
     @property
     def catalog_path(self) -> Path:

@@ -6,6 +6,7 @@ TickpipeError
 │   ├── ParseError       one frame could not be parsed: quarantined, connection stays up
 │   └── TransportError   the connection failed: the supervisor reconnects
 ├── StorageError         journal, lake or hot store failed
+├── KeyStoreError        an API-key operation was refused (duplicate, unknown, bad scope)
 └── QueryError           a query is invalid (maps to HTTP 400)
 """
 
@@ -42,9 +43,14 @@ class StorageError(TickpipeError):
     """The journal, lake or hot store could not do its job."""
 
 
+class KeyStoreError(TickpipeError):
+    """An API-key operation was refused; the message says why."""
+
+
 class QueryError(TickpipeError):
     """A query's parameters are invalid; ``code`` is the stable machine-readable reason."""
 
-    def __init__(self, message: str, *, code: str = "invalid_query") -> None:
+    def __init__(self, message: str, *, code: str = "invalid_query", status: int = 400) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status

@@ -1,4 +1,4 @@
-"""``create_app(settings, pipeline)``: the FastAPI application; routes stay thin."""
+"""``create_app(ctx)``: the FastAPI application. Routes stay thin; errors are JSON."""
 
 from __future__ import annotations
 
@@ -7,29 +7,59 @@ from typing import Any
 from fastapi import FastAPI
 
 from tickpipe import __version__
+from tickpipe.api import errors
+from tickpipe.api.context import ApiContext
 from tickpipe.api.responses import OrjsonResponse
-from tickpipe.config import Settings
+from tickpipe.api.routes import admin, quality, stream, ticks
 from tickpipe.pipeline import Pipeline
+from tickpipe.store.keystore import KeyStore
+
+DESCRIPTION = """
+Real-time and historical market data for models and backtests.
+
+Every data route needs `Authorization: Bearer <key>` (create one with
+`tickpipe keys create --name NAME --scopes read,stream`). Errors are
+`{"error": {"code": "...", "message": "..."}}`. Timestamps are int64 nanoseconds since the
+Unix epoch (UTC), with an ISO-8601 `time` beside them.
+"""
 
 
-def create_app(settings: Settings, pipeline: Pipeline) -> FastAPI:
+def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(
         title="tickpipe",
         version=__version__,
+        description=DESCRIPTION,
         default_response_class=OrjsonResponse,
         docs_url="/docs",
     )
-    app.state.settings = settings
-    app.state.pipeline = pipeline
+    app.state.ctx = ctx
+    app.state.keys = ctx.keys
+    app.state.limiter = ctx.limiter
+    errors.install(app)
 
     @app.get("/api/v1/health", tags=["status"])
     async def health() -> dict[str, Any]:
         """Liveness: answers as soon as the server runs; ``ready`` once recovery is done."""
-        return {"status": "ok", "ready": pipeline.ready.is_set()}
+        return {"status": "ok", "ready": ctx.ready()}
 
     @app.get("/api/v1/status", tags=["status"])
     async def status() -> dict[str, Any]:
         """Services, sources, counters. Public, and holds no market data."""
-        return pipeline.status()
+        return ctx.status()
 
+    for module in (ticks, quality, stream, admin):
+        app.include_router(module.router)
     return app
+
+
+def context_from_pipeline(pipeline: Pipeline) -> ApiContext:
+    settings = pipeline.settings
+    return ApiContext(
+        settings=settings,
+        query=pipeline.query,
+        keys=KeyStore(settings.keys_path),
+        bus=pipeline.bus,
+        status=pipeline.status,
+        restart_source=pipeline.supervisor.restart,
+        ready=pipeline.ready.is_set,
+    )

@@ -48,6 +48,7 @@ GAP_SCHEMA = pa.schema(
         pa.field("symbol", pa.string()),
         pa.field("source", pa.string()),
         pa.field("kind", pa.string()),
+        pa.field("seq", pa.int64()),
         pa.field("gap", pa.string()),
         pa.field("start_ns", pa.int64()),
         pa.field("end_ns", pa.int64()),
@@ -180,6 +181,7 @@ class QualityStage:
                 dict(
                     ts_event=cols.ts_event[seq_rows],
                     symbol=symbols[seq_group],
+                    seq=cols.seq[seq_rows],
                     gap=np.full(seq_rows.size, "sequence", dtype=object),
                     start_ns=cols.ts_event[seq_rows],
                     end_ns=cols.ts_event[seq_rows],
@@ -196,6 +198,7 @@ class QualityStage:
                     dict(
                         ts_event=cols.ts_event[rows],
                         symbol=symbols[group],
+                        seq=cols.seq[rows],
                         gap=np.full(rows.size, "time", dtype=object),
                         start_ns=start,
                         end_ns=cols.ts_event[rows],

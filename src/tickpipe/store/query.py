@@ -11,7 +11,6 @@ those days. Bars are aggregated in DuckDB, never in Python loops.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from pathlib import Path
 
 import duckdb
@@ -52,14 +51,11 @@ class Query:
         self._journal = journal_dir
         self.hot = hot
         self._db = duckdb.connect(":memory:", config={"threads": threads})
-        self._local = threading.local()
 
     def _con(self) -> duckdb.DuckDBPyConnection:
-        """One cursor per thread over one in-memory database (DuckDB's thread-safe pattern)."""
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = self._db.cursor()
-        return con
+        """A fresh cursor per query over one in-memory database: journal tables registered
+        on it are private to the query, and it may be consumed from any thread."""
+        return self._db.cursor()
 
     async def latest(self, kind: Kind, symbols: list[str], limit: int) -> pa.Table:
         parts = [await self.hot.latest(kind, s, limit) for s in symbols]
@@ -107,50 +103,89 @@ class Query:
         return [f.as_posix() for f in files], journal
 
     def _from_clause(
-        self, dataset: str, start_ns: int, end_ns: int
+        self, con: duckdb.DuckDBPyConnection, dataset: str, start_ns: int, end_ns: int
     ) -> tuple[str, dict[str, object]]:
         files, journal = self._sources(dataset, start_ns, end_ns)
         columns = ", ".join(f'"{n}"' for n in _schema_of(dataset).names)
         parts = []
         params: dict[str, object] = {}
         if files:
-            parts.append(f"SELECT {columns} FROM read_parquet($files)")
-            params["files"] = files
+            parts.append(f"SELECT {columns} FROM read_parquet($files_{dataset})")
+            params[f"files_{dataset}"] = files
         if journal is not None:
-            self._con().register("journal_rows", journal)
-            parts.append(f"SELECT {columns} FROM journal_rows")
+            con.register(f"journal_{dataset}", journal)
+            parts.append(f"SELECT {columns} FROM journal_{dataset}")
         if not parts:
             return "", params
-        return " UNION ALL ".join(parts), params
+        return "(" + " UNION ALL ".join(parts) + ")", params
 
-    def events(
+    def events_relation(
         self,
-        kind: Kind | str,
-        symbols: list[str],
+        dataset: str,
+        symbols: list[str] | None,
         start_ns: int,
         end_ns: int,
+        *,
         limit: int | None = None,
-    ) -> pa.Table:
-        """Raw events of one dataset in [start, end), ordered by time, then symbol and seq."""
-        dataset = str(kind.value if isinstance(kind, Kind) else kind)
-        source, params = self._from_clause(dataset, start_ns, end_ns)
-        schema = _schema_of(dataset)
+        after: tuple[int, str, str, int] | None = None,
+        newest_first: bool = False,
+    ) -> duckdb.DuckDBPyRelation | None:
+        """Raw rows of one dataset in [start, end) ordered by (ts_event, symbol, source,
+        seq); ``after`` resumes past a row (cursor paging). None when nothing is stored."""
+        con = self._con()
+        source, params = self._from_clause(con, dataset, start_ns, end_ns)
         if not source:
-            return schema.empty_table()
+            return None
+        where = ["ts_event >= $start", "ts_event < $end"]
+        if symbols is not None:
+            where.append(f"symbol IN ({_symbol_params(symbols, params)})")
+        if after is not None:
+            where.append(
+                "(ts_event > $a_ts OR (ts_event = $a_ts AND (symbol > $a_sym OR (symbol = $a_sym "
+                "AND (source > $a_src OR (source = $a_src AND seq > $a_seq))))))"
+            )
+            params.update(a_ts=after[0], a_sym=after[1], a_src=after[2], a_seq=after[3])
+        direction = "DESC" if newest_first else "ASC"
         sql = (
-            f"SELECT * FROM ({source}) WHERE symbol IN ({_symbol_params(symbols, params)}) "
-            "AND ts_event >= $start AND ts_event < $end ORDER BY ts_event, symbol, seq"
+            f"SELECT * FROM {source} WHERE {' AND '.join(where)} "
+            f"ORDER BY ts_event {direction}, symbol {direction}, source {direction}, seq {direction}"
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         params.update(start=start_ns, end=end_ns)
-        return self._con().sql(sql, params=params).to_arrow_table().cast(schema)
+        return con.sql(sql, params=params)
 
-    def bars(self, symbols: list[str], start_ns: int, end_ns: int, interval: str) -> pa.Table:
+    def events(
+        self,
+        kind: Kind | str,
+        symbols: list[str] | None,
+        start_ns: int,
+        end_ns: int,
+        limit: int | None = None,
+        *,
+        after: tuple[int, str, str, int] | None = None,
+        newest_first: bool = False,
+    ) -> pa.Table:
+        """Raw events of one dataset in [start, end), ordered by time, then symbol and seq."""
+        dataset = str(kind.value if isinstance(kind, Kind) else kind)
+        schema = _schema_of(dataset)
+        rel = self.events_relation(
+            dataset, symbols, start_ns, end_ns, limit=limit, after=after, newest_first=newest_first
+        )
+        if rel is None:
+            return schema.empty_table()
+        return rel.to_arrow_table().cast(schema)
+
+    def bars(
+        self, symbols: list[str], start_ns: int, end_ns: int, interval: str, *, fill: bool = False
+    ) -> pa.Table:
         """OHLCV bars from trades: time (bucket start, ns), open, high, low, close, volume,
-        trades, vwap; buckets aligned to the Unix epoch (1d bars are UTC days)."""
+        trades, vwap; buckets aligned to the Unix epoch (1d bars are UTC days). With
+        ``fill``, empty buckets after a symbol's first bar carry the previous close with
+        zero volume and zero trades."""
         step = interval_ns(interval)
-        source, params = self._from_clause(Kind.TRADE.value, start_ns, end_ns)
+        con = self._con()
+        source, params = self._from_clause(con, Kind.TRADE.value, start_ns, end_ns)
         if not source:
             return _empty_bars()
         # open/close are the first/last trade by (ts_event, seq); one HUGEINT key orders
@@ -163,13 +198,116 @@ class Query:
                    arg_max(price, {order}) AS close,
                    sum(size) AS volume, count(*) AS trades,
                    sum(price * size) / nullif(sum(size), 0) AS vwap
-            FROM ({source})
+            FROM {source}
             WHERE symbol IN ({_symbol_params(symbols, params)})
               AND ts_event >= $start AND ts_event < $end
-            GROUP BY ALL ORDER BY symbol, time
+            GROUP BY ALL
         """
+        if fill:
+            last_bucket = (end_ns - 1) - ((end_ns - 1) % step)
+            sql = f"""
+                WITH b AS ({sql}),
+                firsts AS (SELECT symbol, min(time) AS first FROM b GROUP BY symbol),
+                grid AS (
+                    SELECT symbol, unnest(range(first, {last_bucket} + 1, {step})) AS time FROM firsts
+                ),
+                joined AS (
+                    SELECT g.symbol, g.time, b.open, b.high, b.low, b.close, b.volume, b.trades, b.vwap,
+                           last_value(b.close IGNORE NULLS) OVER (
+                               PARTITION BY g.symbol ORDER BY g.time
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS carried
+                    FROM grid g LEFT JOIN b USING (symbol, time)
+                )
+                SELECT symbol, time, coalesce(open, carried) AS open, coalesce(high, carried) AS high,
+                       coalesce(low, carried) AS low, coalesce(close, carried) AS close,
+                       coalesce(volume, 0) AS volume, coalesce(trades, 0) AS trades,
+                       coalesce(vwap, carried) AS vwap
+                FROM joined
+            """
+        sql = f"SELECT * FROM ({sql}) ORDER BY symbol, time"
         params.update(start=start_ns, end=end_ns)
-        return self._con().sql(sql, params=params).to_arrow_table()
+        return con.sql(sql, params=params).to_arrow_table().cast(_BARS_SCHEMA)
+
+    def trades_with_quotes(
+        self,
+        symbols: list[str],
+        start_ns: int,
+        end_ns: int,
+        *,
+        lookback_ns: int = 3600 * NS,
+        limit: int | None = None,
+        after: tuple[int, str, str, int] | None = None,
+    ) -> pa.Table:
+        """Each trade with the bid and ask prevailing at its time (an as-of join in DuckDB);
+        quotes up to ``lookback_ns`` before ``start`` count as prevailing."""
+        con = self._con()
+        trades, params = self._from_clause(con, Kind.TRADE.value, start_ns, end_ns)
+        if not trades:
+            return _TRADES_ASOF_SCHEMA.empty_table()
+        quotes, qparams = self._from_clause(con, Kind.QUOTE.value, start_ns - lookback_ns, end_ns)
+        params.update(qparams)
+        where = [
+            "t.ts_event >= $start",
+            "t.ts_event < $end",
+            f"t.symbol IN ({_symbol_params(symbols, params)})",
+        ]
+        if after is not None:
+            where.append(
+                "(t.ts_event > $a_ts OR (t.ts_event = $a_ts AND (t.symbol > $a_sym OR (t.symbol = $a_sym "
+                "AND (t.source > $a_src OR (t.source = $a_src AND t.seq > $a_seq))))))"
+            )
+            params.update(a_ts=after[0], a_sym=after[1], a_src=after[2], a_seq=after[3])
+        if quotes:
+            join = (
+                f"ASOF LEFT JOIN (SELECT symbol, ts_event, bid, bid_size, ask, ask_size FROM {quotes} "
+                "WHERE ts_event >= $q_start AND ts_event < $end) q "
+                "ON t.symbol = q.symbol AND t.ts_event >= q.ts_event"
+            )
+            cols = "q.bid, q.bid_size, q.ask, q.ask_size"
+            params["q_start"] = start_ns - lookback_ns
+        else:
+            join = ""
+            cols = "NULL::DOUBLE AS bid, NULL::DOUBLE AS bid_size, NULL::DOUBLE AS ask, NULL::DOUBLE AS ask_size"
+        sql = (
+            f"SELECT t.*, {cols} FROM {trades} t {join} WHERE {' AND '.join(where)} "
+            "ORDER BY t.ts_event, t.symbol, t.source, t.seq"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        params.update(start=start_ns, end=end_ns)
+        return con.sql(sql, params=params).to_arrow_table().cast(_TRADES_ASOF_SCHEMA)
+
+    def replay_reader(
+        self,
+        datasets: list[str],
+        symbols: list[str],
+        start_ns: int,
+        end_ns: int,
+        batch_rows: int = 10_000,
+    ) -> pa.RecordBatchReader | None:
+        """(ts_event, line) in (ts_event, type, symbol, source, seq) order across datasets,
+        ``line`` each event as a JSON object with its ``type``; JSON built by DuckDB."""
+        con = self._con()
+        parts: list[str] = []
+        params: dict[str, object] = {"start": start_ns, "end": end_ns}
+        in_list = _symbol_params(symbols, params)
+        for dataset in datasets:
+            source, more = self._from_clause(con, dataset, start_ns, end_ns)
+            if not source:
+                continue
+            params.update(more)
+            parts.append(
+                f"SELECT ts_event, '{dataset}' AS type, symbol, source, seq, to_json(t) AS line "
+                f"FROM (SELECT '{dataset}' AS type, * FROM {source} "
+                f"WHERE ts_event >= $start AND ts_event < $end AND symbol IN ({in_list})) t"
+            )
+        if not parts:
+            return None
+        sql = (
+            "SELECT ts_event, line FROM (" + " UNION ALL ".join(parts) + ") "
+            "ORDER BY ts_event, type, symbol, source, seq"
+        )
+        return con.sql(sql, params=params).to_arrow_reader(batch_rows)
 
     def sql(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
         return self._con().sql(sql, params=params or {}).to_arrow_table()
@@ -194,17 +332,25 @@ def _schema_of(dataset: str) -> pa.Schema:
     return SCHEMAS[Kind(dataset)]
 
 
+_BARS_SCHEMA = pa.schema(
+    [
+        ("symbol", pa.string()),
+        ("time", pa.int64()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume", pa.float64()),
+        ("trades", pa.int64()),
+        ("vwap", pa.float64()),
+    ]
+)
+
+_TRADES_ASOF_SCHEMA = pa.schema(
+    [*SCHEMAS[Kind.TRADE]]
+    + [pa.field(n, pa.float64()) for n in ("bid", "bid_size", "ask", "ask_size")]
+)
+
+
 def _empty_bars() -> pa.Table:
-    return pa.table(
-        {
-            "symbol": pa.array([], pa.string()),
-            "time": pa.array([], pa.int64()),
-            "open": pa.array([], pa.float64()),
-            "high": pa.array([], pa.float64()),
-            "low": pa.array([], pa.float64()),
-            "close": pa.array([], pa.float64()),
-            "volume": pa.array([], pa.float64()),
-            "trades": pa.array([], pa.int64()),
-            "vwap": pa.array([], pa.float64()),
-        }
-    )
+    return _BARS_SCHEMA.empty_table()

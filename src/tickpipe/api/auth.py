@@ -1,0 +1,88 @@
+"""One dependency per scope: bearer key, constant-time check, per-key token-bucket limit.
+
+Missing or unknown key -> 401; a key without the scope -> 403; over its rate -> 429 with
+``Retry-After``. The limit is per API process (documented): N processes allow N x rate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, WebSocket
+
+from tickpipe.api.errors import ApiError
+from tickpipe.store.keystore import ApiKey, KeyStore
+
+
+class RateLimiter:
+    """Token buckets keyed by API-key id; capacity one second's worth of requests."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: ApiKey, now: float | None = None) -> float:
+        """0 if allowed, else the seconds to wait."""
+        now = time.monotonic() if now is None else now
+        rate = key.rate_limit
+        tokens, last = self._buckets.get(key.id, (rate, now))
+        tokens = min(rate, tokens + (now - last) * rate)
+        if tokens >= 1:
+            self._buckets[key.id] = (tokens - 1, now)
+            return 0.0
+        self._buckets[key.id] = (tokens, now)
+        return (1 - tokens) / rate
+
+
+def bearer_token(authorization: str | None, query_token: str | None = None) -> str | None:
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    return query_token
+
+
+def authorize(keys: KeyStore, limiter: RateLimiter, token: str | None, scope: str) -> ApiKey:
+    if not token:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "missing API key: send 'Authorization: Bearer <key>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    key = keys.verify(token)
+    if key is None:
+        raise ApiError(
+            401, "unauthorized", "invalid or revoked API key", {"WWW-Authenticate": "Bearer"}
+        )
+    if scope not in key.scopes:
+        raise ApiError(403, "forbidden", f"this key lacks the '{scope}' scope")
+    wait = limiter.take(key)
+    if wait > 0:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"rate limit of {key.rate_limit:g} requests/s exceeded",
+            {"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    return key
+
+
+def require(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    async def dependency(request: Request) -> ApiKey:
+        state = request.app.state
+        return authorize(
+            state.keys, state.limiter, bearer_token(request.headers.get("authorization")), scope
+        )
+
+    return dependency
+
+
+def authorize_websocket(websocket: WebSocket, scope: str) -> ApiKey:
+    state = websocket.app.state
+    token = bearer_token(
+        websocket.headers.get("authorization"), websocket.query_params.get("token")
+    )
+    return authorize(state.keys, state.limiter, token, scope)

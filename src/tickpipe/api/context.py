@@ -1,0 +1,30 @@
+"""What the API reads: settings, the query layer, keys and the live event feed.
+
+The API never touches sources or the journal writer; in ``--role api`` processes there is
+no pipeline at all, only these readers over the shared data dir and Redis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from tickpipe.api.auth import RateLimiter
+from tickpipe.config import Settings
+from tickpipe.store.bus import Bus
+from tickpipe.store.keystore import KeyStore
+from tickpipe.store.query import Query
+
+
+@dataclasses.dataclass
+class ApiContext:
+    settings: Settings
+    query: Query
+    keys: KeyStore
+    bus: Bus
+    status: Callable[[], dict[str, Any]]
+    restart_source: Callable[[str], bool]
+    ready: Callable[[], bool]
+    limiter: RateLimiter = dataclasses.field(default_factory=RateLimiter)
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -1,0 +1,85 @@
+"""Arrow tables to wire formats. JSON is built by polars (Rust) and pyarrow, not per row
+in Python; Arrow IPC, Parquet and CSV are streamed batch by batch."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+
+def iso_times(ts_ns: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """int64 ns -> ISO-8601 UTC strings with nanoseconds (``2026-11-26T06:16:59.092144000Z``)."""
+    return pc.strftime(ts_ns.cast(pa.timestamp("ns", tz="UTC")), format="%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_type_and_time(table: pa.Table, kind: str, time_column: str = "ts_event") -> pa.Table:
+    """Prepend ``symbol``, ``type``, ``ts_event`` and ``time`` as the API promises."""
+    table = table.append_column("type", pa.array([kind] * table.num_rows, pa.string()))
+    table = table.append_column("time", iso_times(table.column(time_column)))
+    first = [c for c in ("symbol", "type", time_column, "time") if c in table.column_names]
+    return table.select(first + [c for c in table.column_names if c not in first])
+
+
+def records_json(table: pa.Table) -> bytes:
+    """A JSON array of row objects."""
+    if table.num_rows == 0:
+        return b"[]"
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.write_json().encode()
+
+
+def data_json(parts: list[bytes], extra: bytes = b"") -> bytes:
+    """``{"data": [...] , ...extra}`` from already-encoded JSON arrays, without re-parsing."""
+    inner = b",".join(p[1:-1] for p in parts if p != b"[]")
+    return b'{"data":[' + inner + b"]" + extra + b"}"
+
+
+def arrow_stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Iterator[bytes]:
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            yield _drain(sink)
+    yield _drain(sink)
+
+
+def parquet_stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Iterator[bytes]:
+    sink = io.BytesIO()
+    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            yield _drain(sink)
+    yield _drain(sink)
+
+
+def csv_stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Iterator[bytes]:
+    sink = io.BytesIO()
+    with pacsv.CSVWriter(sink, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+            yield _drain(sink)
+    yield _drain(sink)
+
+
+def _drain(sink: io.BytesIO) -> bytes:
+    data = sink.getvalue()
+    sink.seek(0)
+    sink.truncate()
+    return data
+
+
+MEDIA_TYPES = {
+    "json": "application/json",
+    "csv": "text/csv",
+    "arrow": "application/vnd.apache.arrow.stream",
+    "parquet": "application/vnd.apache.parquet",
+}
+
+STREAMERS = {"csv": csv_stream, "arrow": arrow_stream, "parquet": parquet_stream}

@@ -1,0 +1,67 @@
+"""Recent quality records: gaps and quarantined events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from tickpipe.api.auth import require
+from tickpipe.api.context import ApiContext
+from tickpipe.api.encode import data_json, iso_times, records_json
+from tickpipe.api.params import NS, parse_symbols, parse_time
+from tickpipe.api.routes import context
+from tickpipe.errors import QueryError
+from tickpipe.quality.stage import GAPS, QUARANTINE
+from tickpipe.store.keystore import ApiKey
+
+router = APIRouter(tags=["quality"])
+Read = Annotated[ApiKey, Depends(require("read"))]
+Ctx = Annotated[ApiContext, Depends(context)]
+
+
+async def _recent(
+    ctx: ApiContext,
+    dataset: str,
+    symbols: str | None,
+    start: str | None,
+    end: str | None,
+    limit: int,
+) -> Response:
+    end_ns = parse_time(end, "end_time") if end else time.time_ns() + 60 * NS
+    start_ns = parse_time(start, "start_time") if start else end_ns - 86_400 * NS
+    if start_ns >= end_ns:
+        raise QueryError("start_time must be before end_time", code="bad_range")
+    syms = parse_symbols(symbols) if symbols else None
+    table = await asyncio.to_thread(
+        ctx.query.events, dataset, syms, start_ns, end_ns, limit, newest_first=True
+    )
+    table = table.add_column(1, "time", iso_times(table.column("ts_event")))
+    return Response(data_json([records_json(table)]), media_type="application/json")
+
+
+@router.get("/api/v1/quality/gaps", summary="Recent gaps, newest first")
+async def gaps(
+    ctx: Ctx,
+    _: Read,
+    symbols: str | None = None,
+    start_time: Annotated[str | None, Query(description="default: 24 h before end_time")] = None,
+    end_time: Annotated[str | None, Query(description="default: now")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> Response:
+    return await _recent(ctx, GAPS, symbols, start_time, end_time, limit)
+
+
+@router.get("/api/v1/quality/quarantine", summary="Recent quarantined events, newest first")
+async def quarantine(
+    ctx: Ctx,
+    _: Read,
+    symbols: str | None = None,
+    start_time: Annotated[str | None, Query(description="default: 24 h before end_time")] = None,
+    end_time: Annotated[str | None, Query(description="default: now")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> Response:
+    return await _recent(ctx, QUARANTINE, symbols, start_time, end_time, limit)

@@ -1,0 +1,171 @@
+"""API keys in SQLite, shared by the CLI and every API process; only hashes are stored.
+
+A key reads ``tp_<id>_<secret>``: the id (public, 8 hex) finds the row, the secret is
+checked against its SHA-256 with ``hmac.compare_digest``, so lookup time says nothing
+about the secret. SHA-256 suffices: secrets are 256 random bits, not passwords.
+``changed()`` asks SQLite's ``data_version``, so a revocation made by another process
+(``tickpipe keys revoke``) is seen on the very next request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from tickpipe.errors import KeyStoreError
+
+SCOPES = ("read", "stream", "admin")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    secret_sha256 TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    rate_limit REAL NOT NULL,
+    created_ns INTEGER NOT NULL,
+    revoked_ns INTEGER
+)
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    name: str
+    secret_sha256: str
+    scopes: frozenset[str]
+    rate_limit: float
+    created_ns: int
+    revoked_ns: int | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_ns is None
+
+    def public(self) -> dict[str, object]:
+        """What may be shown: never the hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "scopes": sorted(self.scopes),
+            "rate_limit": self.rate_limit,
+            "created_ns": self.created_ns,
+            "revoked_ns": self.revoked_ns,
+        }
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_key(token: str) -> tuple[str, str] | None:
+    parts = token.split("_")
+    if len(parts) != 3 or parts[0] != "tp" or len(parts[1]) != 8:
+        return None
+    return parts[1], parts[2]
+
+
+class KeyStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
+        self._lock = threading.Lock()
+        self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._con.execute("PRAGMA journal_mode=WAL")
+        self._con.execute("PRAGMA busy_timeout=5000")
+        self._con.execute(_SCHEMA)
+        self._version = -1
+        self._cache: dict[str, ApiKey] = {}
+
+    def create(self, name: str, scopes: list[str], rate_limit: float) -> tuple[str, ApiKey]:
+        """A new key; the full token is returned once and never stored."""
+        bad = [s for s in scopes if s not in SCOPES]
+        if bad or not scopes:
+            raise KeyStoreError(f"scopes must be some of {', '.join(SCOPES)}; got {scopes}")
+        if not name or len(name) > 100:
+            raise KeyStoreError("a key needs a name of 1 to 100 characters")
+        if rate_limit <= 0:
+            raise KeyStoreError("rate limit must be positive (requests per second)")
+        key_id = secrets.token_hex(4)
+        secret = secrets.token_urlsafe(32).replace("_", "-")
+        row = ApiKey(
+            key_id, name, _hash(secret), frozenset(scopes), rate_limit, time.time_ns(), None
+        )
+        with self._lock:
+            try:
+                self._con.execute(
+                    "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                    (
+                        row.id,
+                        row.name,
+                        row.secret_sha256,
+                        ",".join(sorted(row.scopes)),
+                        row.rate_limit,
+                        row.created_ns,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise KeyStoreError(f"a key named {name!r} already exists") from exc
+            self._version = -1  # data_version only counts other connections' commits
+        return f"tp_{key_id}_{secret}", row
+
+    def revoke(self, name: str) -> ApiKey:
+        with self._lock:
+            cur = self._con.execute(
+                "UPDATE api_keys SET revoked_ns = ? WHERE name = ? AND revoked_ns IS NULL",
+                (time.time_ns(), name),
+            )
+            self._version = -1
+        if cur.rowcount == 0:
+            raise KeyStoreError(f"no active key named {name!r}")
+        return next(k for k in self.list() if k.name == name)
+
+    def list(self) -> list[ApiKey]:
+        with self._lock:
+            rows = self._con.execute("SELECT * FROM api_keys ORDER BY created_ns").fetchall()
+        return [_row(r) for r in rows]
+
+    def verify(self, token: str) -> ApiKey | None:
+        """The active key a bearer token belongs to, or None."""
+        parts = split_key(token)
+        if parts is None:
+            return None
+        key_id, secret = parts
+        self._refresh()
+        key = self._cache.get(key_id)
+        if key is None or not key.active:
+            # still hash, so a miss costs what a hit costs
+            hmac.compare_digest(_hash(secret), "0" * 64)
+            return None
+        return key if hmac.compare_digest(_hash(secret), key.secret_sha256) else None
+
+    def _refresh(self) -> None:
+        with self._lock:
+            version = self._con.execute("PRAGMA data_version").fetchone()[0]
+            if version == self._version:
+                return
+            rows = self._con.execute("SELECT * FROM api_keys").fetchall()
+            self._version = version
+        self._cache = {r[0]: _row(r) for r in rows}
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _row(r: tuple[object, ...]) -> ApiKey:
+    return ApiKey(
+        id=str(r[0]),
+        name=str(r[1]),
+        secret_sha256=str(r[2]),
+        scopes=frozenset(str(r[3]).split(",")),
+        rate_limit=float(r[4]),  # type: ignore[arg-type]
+        created_ns=int(r[5]),  # type: ignore[call-overload]
+        revoked_ns=None if r[6] is None else int(r[6]),  # type: ignore[call-overload]
+    )
