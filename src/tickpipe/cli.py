@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import uvicorn
 
@@ -38,12 +38,17 @@ def configure_logging(level: str) -> None:
     )
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, role: str = "all") -> None:
     from tickpipe.api.app import context_from_pipeline, create_app
     from tickpipe.pipeline import Pipeline
 
     pipeline = Pipeline(settings)
-    app = create_app(context_from_pipeline(pipeline))
+    ctx = context_from_pipeline(pipeline)
+    app = create_app(ctx)
+    if role == "ingest":
+        app.router.routes = [
+            r for r in app.router.routes if getattr(r, "path", "") in _INGEST_ROUTES
+        ]
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
     )
@@ -70,12 +75,43 @@ async def serve(settings: Settings) -> None:
         server.should_exit = True
 
 
+_INGEST_ROUTES = {"/api/v1/health", "/api/v1/status", "/docs", "/openapi.json"}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = load_settings(**overrides)
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    if args.role == "api":
+        from tickpipe.api.readonly import api_context
+
+        api_context(settings)  # refuse to start with a sentence, before forking workers
+        log.info(
+            "tickpipe API (%d workers) on http://%s:%d", args.workers, settings.host, settings.port
+        )
+        uvicorn.run(
+            "tickpipe.api.app:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=args.workers,
+            log_level="warning",
+        )
+        return 0
+    if args.workers != 1:
+        raise ConfigError("--workers applies to --role api; the ingest process is one process")
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(serve(settings, args.role))
     return 0
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (it comes with uvicorn[standard]): a faster event loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _key_store(args: argparse.Namespace) -> KeyStore:
@@ -121,6 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the pipeline and the API server")
     run.add_argument("--host", help="bind address (default 127.0.0.1)")
     run.add_argument("--port", type=int, help="port (default 8877)")
+    run.add_argument(
+        "--role",
+        choices=("all", "ingest", "api"),
+        default="all",
+        help="all: pipeline + API (default); ingest: pipeline + status; api: API only (needs Redis)",
+    )
+    run.add_argument("--workers", type=int, default=1, help="API worker processes (--role api)")
     run.set_defaults(func=_cmd_run)
 
     keys = sub.add_parser("keys", help="manage API keys (works with or without a running server)")

@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 
 from tickpipe.clock import Clock, SystemClock
@@ -23,7 +24,7 @@ from tickpipe.quality.stage import QualityStage
 from tickpipe.sources.base import Batches, Source
 from tickpipe.sources.simulator import Simulator
 from tickpipe.sources.supervisor import Supervisor
-from tickpipe.store import layout
+from tickpipe.store import keys, layout
 from tickpipe.store.bus import Bus
 from tickpipe.store.catalog import refresh_catalog
 from tickpipe.store.hot import HotStore
@@ -148,6 +149,16 @@ class Pipeline:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=FLUSH_TICK_S)
             await self.flush_once()
+            await self._publish_status()
+
+    async def _publish_status(self) -> None:
+        """With Redis, API processes (``--role api``) show the ingest process's status."""
+        if self._redis is None:
+            return
+        try:
+            await self._redis.set(keys.status_key(), orjson.dumps(self.status()), ex=10)
+        except aioredis.RedisError as exc:
+            log.warning("could not publish status to Redis: %s", exc)
 
     async def flush_once(self, *, force: bool = False) -> None:
         async with self.hub.journal_lock:

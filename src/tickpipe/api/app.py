@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -25,7 +28,16 @@ Unix epoch (UTC), with an ISO-8601 `time` beside them.
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(job()) for job in ctx.background]
+            yield
+            for task in tasks:
+                task.cancel()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="tickpipe",
         version=__version__,
         description=DESCRIPTION,
@@ -50,6 +62,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
     for module in (ticks, quality, stream, admin):
         app.include_router(module.router)
     return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``--role api --workers N``: each worker reads settings from the env."""
+    from tickpipe.api.readonly import api_context
+    from tickpipe.config import load_settings
+
+    return create_app(api_context(load_settings()))
 
 
 def context_from_pipeline(pipeline: Pipeline) -> ApiContext:

@@ -7,11 +7,12 @@ no pipeline at all, only these readers over the shared data dir and Redis.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tickpipe.api.auth import RateLimiter
 from tickpipe.config import Settings
+from tickpipe.events import Kind
 from tickpipe.store.bus import Bus
 from tickpipe.store.keystore import KeyStore
 from tickpipe.store.query import Query
@@ -27,4 +28,11 @@ class ApiContext:
     restart_source: Callable[[str], bool]
     ready: Callable[[], bool]
     limiter: RateLimiter = dataclasses.field(default_factory=RateLimiter)
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    latest_json: dict[tuple[Kind, str, int], tuple[int, bytes]] = dataclasses.field(
+        default_factory=dict
+    )
+    """real-time JSON per (kind, symbol, limit), keyed to the hot store's version"""
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = dataclasses.field(
+        default_factory=list
+    )
+    """long-lived tasks run for the app's lifetime (only in --role api processes)"""

@@ -31,6 +31,11 @@ class HotStore(Protocol):
 
     async def symbols(self, kind: Kind) -> list[str]: ...
 
+    def version(self, kind: Kind, symbol: str) -> int | None:
+        """A number that changes whenever ``latest(kind, symbol)`` may; None if the store
+        cannot tell cheaply (then readers must not cache)."""
+        ...
+
     async def close(self) -> None: ...
 
 

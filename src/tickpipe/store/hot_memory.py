@@ -11,11 +11,12 @@ from tickpipe.events import SCHEMAS, Kind
 
 
 class _Ring:
-    __slots__ = ("rows", "slices")
+    __slots__ = ("rows", "slices", "version")
 
     def __init__(self) -> None:
         self.slices: deque[pa.RecordBatch] = deque()
         self.rows = 0
+        self.version = 0
 
 
 class MemoryHotStore:
@@ -33,6 +34,7 @@ class MemoryHotStore:
                 ring = self._rings[(kind, symbol)] = _Ring()
             ring.slices.append(part)
             ring.rows += part.num_rows
+            ring.version += 1
             while ring.rows - ring.slices[0].num_rows >= self._capacity:
                 ring.rows -= ring.slices.popleft().num_rows
             if kind is Kind.QUOTE:
@@ -59,6 +61,10 @@ class MemoryHotStore:
 
     async def symbols(self, kind: Kind) -> list[str]:
         return sorted(sym for k, sym in self._rings if k is kind)
+
+    def version(self, kind: Kind, symbol: str) -> int | None:
+        ring = self._rings.get((kind, symbol))
+        return 0 if ring is None else ring.version
 
     async def close(self) -> None:
         self._rings.clear()

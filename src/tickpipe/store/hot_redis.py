@@ -96,5 +96,8 @@ class RedisHotStore:
         members = cast(set[bytes], await self._redis.smembers(keys.stream_symbols_key(kind)))
         return sorted(m.decode() for m in members)
 
+    def version(self, kind: Kind, symbol: str) -> int | None:
+        return None  # another process writes: only a round trip could tell
+
     async def close(self) -> None:
         await self._redis.aclose()

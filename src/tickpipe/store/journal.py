@@ -190,6 +190,8 @@ def read_segment(path: Path) -> pa.Table | None:
         except StopIteration:
             break
         except (pa.ArrowInvalid, OSError):
+            if path.suffix == layout.OPEN_SUFFIX:
+                break  # a segment being written: its last message may be half there
             log.warning(
                 "journal segment %s has a torn tail; keeping %d batches", path.name, len(batches)
             )

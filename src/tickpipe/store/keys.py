@@ -23,6 +23,11 @@ def latest_quote_key() -> str:
     return f"{PREFIX}:quote:latest"
 
 
+def status_key() -> str:
+    """The ingest process's latest status JSON, for API processes to show."""
+    return f"{PREFIX}:status"
+
+
 def gex_key(underlying: str, category: str, basis: str) -> str:
     return f"gex:{underlying}:{category}:{basis}"
 

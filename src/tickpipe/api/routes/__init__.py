@@ -7,6 +7,6 @@ from fastapi import Request
 from tickpipe.api.context import ApiContext
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
     ctx: ApiContext = request.app.state.ctx
     return ctx

@@ -6,10 +6,10 @@ import asyncio
 from typing import Annotated, Literal
 
 import pyarrow as pa
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from tickpipe.api.auth import require
+from tickpipe.api.auth import authorize, bearer_token, require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import (
     MEDIA_TYPES,
@@ -19,6 +19,7 @@ from tickpipe.api.encode import (
     records_json,
     with_type_and_time,
 )
+from tickpipe.api.errors import ApiError
 from tickpipe.api.params import (
     NS,
     Cursor,
@@ -45,27 +46,97 @@ JSON = "application/json"
 _HIGH = "\uffff"
 
 
-@router.get("/api/v1/ticks/realtime", summary="Latest events per symbol, from the hot store")
-async def realtime(
-    ctx: Ctx,
-    _: Read,
-    symbols: Annotated[
-        str, Query(examples=["SPY,QQQ"], description="comma-separated canonical symbols")
-    ],
-    limit: Annotated[int, Query(ge=1, le=10_000, description="events per symbol and type")] = 100,
-    types: Annotated[
-        str | None, Query(examples=["trade,quote"], description="default trade,quote")
-    ] = None,
-) -> Response:
+REALTIME_PARAMS = [
+    {
+        "name": "symbols",
+        "in": "query",
+        "required": True,
+        "example": "SPY,QQQ",
+        "schema": {"type": "string"},
+        "description": "comma-separated canonical symbols",
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 100},
+        "description": "events per symbol and type",
+    },
+    {
+        "name": "types",
+        "in": "query",
+        "required": False,
+        "example": "trade,quote",
+        "schema": {"type": "string"},
+        "description": "default trade,quote",
+    },
+]
+
+
+@router.get(
+    "/api/v1/ticks/realtime",
+    summary="Latest events per symbol, from the hot store",
+    openapi_extra={"parameters": REALTIME_PARAMS},
+)
+async def realtime(request: Request) -> Response:
     """`{"data": [...]}`: per type, per symbol, the last `limit` events, oldest first. Each
-    record has `symbol`, `type`, `ts_event` (int ns), `time` (ISO-8601 UTC) and its fields."""
-    syms = parse_symbols(symbols)
-    kinds = parse_types(types, (Kind.TRADE, Kind.QUOTE))
+    record has `symbol`, `type`, `ts_event` (int ns), `time` (ISO-8601 UTC) and its fields.
+
+    The hottest route, so it reads its parameters itself instead of through FastAPI's
+    dependency solver (which cost more than the rest of the request)."""
+    ctx: ApiContext = request.app.state.ctx
+    authorize(ctx.keys, ctx.limiter, bearer_token(request.headers.get("authorization")), "read")
+    query = request.query_params
+    if "symbols" not in query:
+        raise ApiError(422, "invalid_parameter", "symbols: Field required")
+    limit = _int_param(query.get("limit"), "limit", 100, 1, 10_000)
+    syms = parse_symbols(query["symbols"])
+    kinds = parse_types(query.get("types"), (Kind.TRADE, Kind.QUOTE))
+    hot = ctx.query.hot
     parts = []
     for kind in kinds:
-        table = await ctx.query.latest(kind, syms, limit)
-        parts.append(records_json(with_type_and_time(table, kind.value)))
+        for symbol in syms:
+            version = hot.version(kind, symbol)
+            key = (kind, symbol, limit)
+            cached = ctx.latest_json.get(key)
+            if cached is not None and version is not None and cached[0] == version:
+                parts.append(cached[1])
+                continue
+            table = await hot.latest(kind, symbol, limit)
+            encoded = records_json(with_type_and_time(table, kind.value))
+            if version is not None:
+                _remember(ctx.latest_json, key, version, encoded)
+            parts.append(encoded)
     return Response(data_json(parts), media_type=JSON)
+
+
+_LATEST_JSON_MAX = 4096
+
+
+def _int_param(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ApiError(
+            422, "invalid_parameter", f"{name}: Input should be a valid integer"
+        ) from None
+    if not low <= number <= high:
+        raise ApiError(422, "invalid_parameter", f"{name}: must be between {low} and {high}")
+    return number
+
+
+def _remember(
+    cache: dict[tuple[Kind, str, int], tuple[int, bytes]],
+    key: tuple[Kind, str, int],
+    version: int,
+    encoded: bytes,
+) -> None:
+    """Encode once per hot-store update, serve many: the real-time path's main saving."""
+    if len(cache) >= _LATEST_JSON_MAX:
+        cache.pop(next(iter(cache)))
+    cache[key] = (version, encoded)
 
 
 @router.get("/api/v1/quotes/latest", summary="Latest top of book per symbol")

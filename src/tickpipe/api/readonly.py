@@ -1,0 +1,102 @@
+"""The API without a pipeline: ``tickpipe run --role api`` processes.
+
+They share the data dir (journal + lake, read-only) and Redis (hot store, bus, the ingest
+process's status) with one ingest process, so several of them, on one machine or many
+with shared storage, can serve while one process writes. Live events reach their
+WebSocket clients from Redis pub/sub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import redis.asyncio as aioredis
+
+from tickpipe.api.context import ApiContext
+from tickpipe.columnar import group_by_symbol
+from tickpipe.config import Settings
+from tickpipe.errors import ConfigError
+from tickpipe.events import SCHEMAS, Kind
+from tickpipe.store import keys
+from tickpipe.store.bus import Bus
+from tickpipe.store.hot_redis import RedisHotStore
+from tickpipe.store.keystore import KeyStore
+from tickpipe.store.query import Query
+
+log = logging.getLogger(__name__)
+
+
+async def relay_redis_bus(settings: Settings, client: aioredis.Redis, bus: Bus) -> None:
+    """Feed Redis pub/sub messages to this process's in-process subscribers."""
+    by_channel: dict[str, list[Kind]] = {}
+    for kind in (Kind.TRADE, Kind.QUOTE, Kind.BOOK, Kind.OPTION, Kind.GEX):
+        by_channel.setdefault(keys.channel_for(kind, settings), []).append(kind)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(*by_channel)
+    try:
+        async for message in pubsub.listen():
+            if message.get("type") != "message":
+                continue
+            try:
+                events = orjson.loads(message["data"])
+                for kind in {Kind(e["type"]) for e in events}:
+                    rows = [e for e in events if e["type"] == kind.value]
+                    batch = _from_json_rows(kind, rows)
+                    await bus.publish(kind, group_by_symbol(batch))
+            except (ValueError, KeyError, pa.ArrowException) as exc:
+                log.warning("unreadable bus message skipped: %s", exc)
+    finally:
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _from_json_rows(kind: Kind, rows: list[dict[str, Any]]) -> pa.RecordBatch:
+    """JSON events back to their Arrow schema (dates arrive as ISO strings)."""
+    schema = SCHEMAS[kind]
+    dates = [f.name for f in schema if pa.types.is_date32(f.type)]
+    for row in rows:
+        for name in dates:
+            row[name] = dt.date.fromisoformat(row[name])
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def api_context(settings: Settings) -> ApiContext:
+    if not settings.redis_url:
+        raise ConfigError(
+            "--role api needs TICKPIPE_REDIS_URL: API processes share Redis with the ingest "
+            "process (in-memory mode runs as one process: use --role all)"
+        )
+    client = aioredis.Redis.from_url(settings.redis_url)
+    hot = RedisHotStore(client, settings.hot_capacity)
+    bus = Bus(settings)  # in-process fan-out only: this process never publishes
+    status_cache: dict[str, Any] = {}
+
+    async def poll_status() -> None:
+        while True:
+            raw = await client.get(keys.status_key())
+            status_cache.clear()
+            if raw:
+                status_cache.update(orjson.loads(raw))
+            await asyncio.sleep(1.0)
+
+    def status() -> dict[str, Any]:
+        return {
+            "role": "api",
+            "ingest": dict(status_cache) or None,
+            "bus_subscribers": len(bus.subscribers),
+        }
+
+    return ApiContext(
+        settings=settings,
+        query=Query(settings.lake_dir, settings.journal_dir, hot),
+        keys=KeyStore(settings.keys_path),
+        bus=bus,
+        status=status,
+        restart_source=lambda name: False,
+        ready=lambda: True,
+        background=[lambda: relay_redis_bus(settings, client, bus), poll_status],
+    )
