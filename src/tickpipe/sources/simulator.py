@@ -187,7 +187,7 @@ class Simulator:
         )
         paths = self._mid[:, None] * np.exp(np.cumsum(shocks, axis=1))
         self._mid = paths[:, -1]
-        rounded: FloatArray = np.round(paths / self._tick[:, None]) * self._tick[:, None]
+        rounded: FloatArray = np.round(np.round(paths / self._tick[:, None]) * self._tick[:, None], 6)
         return rounded
 
     def _maybe_silence(self, t0: int, duration_ns: int) -> None:
@@ -222,8 +222,9 @@ class Simulator:
             "symbol": _dict_column(codes, self._symbol_dict),
         }
         spread = rng.integers(1, 4, size=n) * tick
-        bid = np.round((mid - spread / 2) / tick) * tick
-        ask = bid + spread
+        # round to the tick, then to 6 decimals so 599.93 is not 599.9300000000001
+        bid = np.round(np.round((mid - spread / 2) / tick) * tick, 6)
+        ask = np.round(bid + spread, 6)
         if kind is Kind.TRADE:
             at_ask = rng.random(n) < 0.5
             price = np.where(at_ask, ask, bid)
@@ -244,7 +245,7 @@ class Simulator:
         else:
             is_ask = rng.random(n) < 0.5
             level = rng.integers(0, BOOK_LEVELS, size=n)
-            price = np.where(is_ask, ask + level * tick, bid - level * tick)
+            price = np.round(np.where(is_ask, ask + level * tick, bid - level * tick), 6)
             cols.update(
                 side=_dict_column(is_ask.astype(np.int64), self._side_dict),
                 level=level.astype(np.int64),
@@ -270,7 +271,7 @@ class Simulator:
         bad = self._bad_mask(price.size)
         flavour = rng.integers(0, 3, size=price.size)
         outlier = bad & (flavour == 0)
-        price[outlier] *= np.where(rng.random(int(outlier.sum())) < 0.5, 0.9, 1.1)
+        price[outlier] = np.round(price[outlier] * np.where(rng.random(int(outlier.sum())) < 0.5, 0.9, 1.1), 2)
         late = bad & (flavour == 1)
         ts[late] -= 120 * NS_PER_SECOND
         dup = np.flatnonzero(bad & (flavour == 2))
