@@ -90,6 +90,20 @@ class Settings(BaseSettings):
     quality: QualityThresholds = QualityThresholds()
     quality_overrides: dict[str, QualityThresholds] = Field(default_factory=dict)
 
+    gex_interval_ms: float = Field(250.0, gt=0, description="recompute at most this often")
+    gex_history_seconds: float = Field(60.0, gt=0, description="GexLevels to the lake this often")
+    gex_max_chain_age_s: float = Field(300.0, gt=0, description="older chains answer 503")
+    gex_min_minutes: float = Field(30.0, gt=0, description="0DTE floor on time to expiry")
+    gex_full_max_days: float = 90.0
+    gex_grid_pct: float = Field(0.15, gt=0, lt=1)
+    gex_grid_points: int = Field(61, ge=5, le=1001)
+    gex_convention: Literal[
+        "long_calls_short_puts", "short_calls_short_puts", "short_calls_long_puts"
+    ] = "long_calls_short_puts"
+    gex_multiplier: float = 100.0
+    gex_rate: float = 0.0
+    gex_dividend_yield: float = 0.0
+
     supervisor_backoff_initial_s: float = 0.5
     supervisor_backoff_max_s: float = 30.0
     supervisor_idle_timeout_s: float = 60.0

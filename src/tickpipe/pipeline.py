@@ -19,6 +19,7 @@ from tickpipe.clock import Clock, SystemClock
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError
 from tickpipe.events import Kind
+from tickpipe.gex.engine import GexEngine
 from tickpipe.hub import Hub
 from tickpipe.quality.stage import QualityStage
 from tickpipe.sources.base import Batches, Source
@@ -85,6 +86,8 @@ class Pipeline:
         self.lake = LakeWriter(settings.lake_dir, settings.journal_dir, settings.lake_zstd_level)
         self.bus = Bus(settings, self._redis)
         self.hub = Hub(self.journal, hot, self.bus)
+        self.gex = GexEngine(settings, self.clock, redis=self._redis, emit=self.ingest)
+        self.hub.add_listener(self.gex.accept)
         self.query = Query(settings.lake_dir, settings.journal_dir, hot)
         self.supervisor = Supervisor(
             build_sources(settings, self.clock) if sources is None else sources,
@@ -182,11 +185,13 @@ class Pipeline:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._flusher(stop), name="flusher")
                 hub = group.create_task(self.hub.run(), name="hub")
+                gex = group.create_task(self.gex.run(), name="gex")
                 sources = group.create_task(self._run_sources(), name="supervisor")
                 await stop.wait()
                 sources.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sources
+                gex.cancel()
                 await self.hub.close()
                 await hub
         finally:
@@ -251,4 +256,5 @@ class Pipeline:
                 "gaps": {f"{s}.{g}": n for (s, g), n in q.gap_counts.items()},
             },
             "fanout_errors": dict(self.hub.fanout_errors),
+            "gex": self.gex.status(),
         }

@@ -11,9 +11,9 @@ from fastapi import FastAPI
 
 from tickpipe import __version__
 from tickpipe.api import errors
-from tickpipe.api.context import ApiContext
+from tickpipe.api.context import ApiContext, GexAnswer
 from tickpipe.api.responses import OrjsonResponse
-from tickpipe.api.routes import admin, quality, stream, ticks
+from tickpipe.api.routes import admin, gex, quality, stream, ticks
 from tickpipe.pipeline import Pipeline
 from tickpipe.store.keystore import KeyStore
 
@@ -59,7 +59,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Services, sources, counters. Public, and holds no market data."""
         return ctx.status()
 
-    for module in (ticks, quality, stream, admin):
+    for module in (ticks, quality, stream, gex, admin):
         app.include_router(module.router)
     return app
 
@@ -74,6 +74,11 @@ def app_from_env() -> FastAPI:
 
 def context_from_pipeline(pipeline: Pipeline) -> ApiContext:
     settings = pipeline.settings
+
+    async def gex(underlying: str, category: str, basis: str) -> GexAnswer | None:
+        found = pipeline.gex.lookup(underlying, category, basis)
+        return None if found is None else GexAnswer(*found)
+
     return ApiContext(
         settings=settings,
         query=pipeline.query,
@@ -82,4 +87,5 @@ def context_from_pipeline(pipeline: Pipeline) -> ApiContext:
         status=pipeline.status,
         restart_source=pipeline.supervisor.restart,
         ready=pipeline.ready.is_set,
+        gex=gex,
     )

@@ -7,7 +7,7 @@ no pipeline at all, only these readers over the shared data dir and Redis.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from tickpipe.api.auth import RateLimiter
@@ -16,6 +16,14 @@ from tickpipe.events import Kind
 from tickpipe.store.bus import Bus
 from tickpipe.store.keystore import KeyStore
 from tickpipe.store.query import Query
+
+
+@dataclasses.dataclass(frozen=True)
+class GexAnswer:
+    body: bytes
+    """ready JSON object without the ages"""
+    chain_updated_ns: int
+    spot_updated_ns: int
 
 
 @dataclasses.dataclass
@@ -27,6 +35,8 @@ class ApiContext:
     status: Callable[[], dict[str, Any]]
     restart_source: Callable[[str], bool]
     ready: Callable[[], bool]
+    gex: Callable[[str, str, str], Awaitable[GexAnswer | None]]
+    """(underlying, category, basis) -> the precomputed GEX, or None if unknown"""
     limiter: RateLimiter = dataclasses.field(default_factory=RateLimiter)
     latest_json: dict[tuple[Kind, str, int], tuple[int, bytes]] = dataclasses.field(
         default_factory=dict

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pyarrow as pa
 import redis.asyncio as aioredis
 
-from tickpipe.api.context import ApiContext
+from tickpipe.api.context import ApiContext, GexAnswer
 from tickpipe.columnar import group_by_symbol
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError
@@ -90,6 +90,14 @@ def api_context(settings: Settings) -> ApiContext:
             "bus_subscribers": len(bus.subscribers),
         }
 
+    async def gex(underlying: str, category: str, basis: str) -> GexAnswer | None:
+        raw = cast(bytes | None, await client.get(keys.gex_key(underlying, category, basis)))
+        if raw is None:
+            return None
+        head, _, body = raw.partition(b"\n")
+        meta = orjson.loads(head)
+        return GexAnswer(body, meta["chain_updated_ns"], meta["spot_updated_ns"])
+
     return ApiContext(
         settings=settings,
         query=Query(settings.lake_dir, settings.journal_dir, hot),
@@ -98,5 +106,6 @@ def api_context(settings: Settings) -> ApiContext:
         status=status,
         restart_source=lambda name: False,
         ready=lambda: True,
+        gex=gex,
         background=[lambda: relay_redis_bus(settings, client, bus), poll_status],
     )

@@ -109,3 +109,37 @@ def price(
     call_px = sa * disc_q * norm_cdf(d1) - ka * disc_r * norm_cdf(d2)
     put_px = ka * disc_r * norm_cdf(-d2) - sa * disc_q * norm_cdf(-d1)
     return np.where(call, call_px, put_px)
+
+
+def implied_vol(
+    target_price: ArrayLike,
+    s: ArrayLike,
+    k: ArrayLike,
+    t: ArrayLike,
+    is_call: ArrayLike,
+    r: float = 0.0,
+    q: float = 0.0,
+    *,
+    low: float = 1e-4,
+    high: float = 5.0,
+    iterations: int = 60,
+) -> FloatArray:
+    """Black-Scholes implied volatility by vectorised bisection (robust where Newton is
+    not: deep ITM/OTM, tiny vega). NaN where the price is outside the no-arbitrage range
+    for vols in [low, high] or any input is missing."""
+    price_t = np.asarray(target_price, dtype=np.float64)
+    sa, ka, ta = (np.asarray(a, dtype=np.float64) for a in (s, k, t))
+    call = np.asarray(is_call, dtype=bool)
+    shape = np.broadcast(price_t, sa, ka, ta, call).shape
+    lo = np.full(shape, low)
+    hi = np.full(shape, high)
+    p_lo = price(sa, ka, ta, lo, call, r, q)
+    p_hi = price(sa, ka, ta, hi, call, r, q)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(price_t) & (price_t >= p_lo) & (price_t <= p_hi) & (ta > 0)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        above = price(sa, ka, ta, mid, call, r, q) > price_t
+        hi = np.where(above, mid, hi)
+        lo = np.where(above, lo, mid)
+    return np.where(ok, 0.5 * (lo + hi), np.nan)

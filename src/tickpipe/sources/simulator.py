@@ -187,7 +187,9 @@ class Simulator:
         )
         paths = self._mid[:, None] * np.exp(np.cumsum(shocks, axis=1))
         self._mid = paths[:, -1]
-        rounded: FloatArray = np.round(np.round(paths / self._tick[:, None]) * self._tick[:, None], 6)
+        rounded: FloatArray = np.round(
+            np.round(paths / self._tick[:, None]) * self._tick[:, None], 6
+        )
         return rounded
 
     def _maybe_silence(self, t0: int, duration_ns: int) -> None:
@@ -271,7 +273,9 @@ class Simulator:
         bad = self._bad_mask(price.size)
         flavour = rng.integers(0, 3, size=price.size)
         outlier = bad & (flavour == 0)
-        price[outlier] = np.round(price[outlier] * np.where(rng.random(int(outlier.sum())) < 0.5, 0.9, 1.1), 2)
+        price[outlier] = np.round(
+            price[outlier] * np.where(rng.random(int(outlier.sum())) < 0.5, 0.9, 1.1), 2
+        )
         late = bad & (flavour == 1)
         ts[late] -= 120 * NS_PER_SECOND
         dup = np.flatnonzero(bad & (flavour == 2))

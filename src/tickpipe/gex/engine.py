@@ -1,0 +1,323 @@
+"""The GEX engine: chain state per underlying from OptionQuote events, spot from quotes,
+recomputed off the event loop at most every ``gex_interval_ms`` and only when inputs
+changed; never per request. Results are cached as ready JSON (and, with Redis, under
+``gex:<underlying>:<category>:<basis>``), versioned by chain state. At
+``gex_history_seconds`` a GexLevels event per underlying goes through the pipeline, so
+GEX history lands in the lake like ticks (``types=gex``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis.asyncio as aioredis
+
+from tickpipe.clock import NS_PER_SECOND, Clock
+from tickpipe.columnar import Grouped
+from tickpipe.config import Settings
+from tickpipe.events import GexLevels, Kind, to_batch
+from tickpipe.gex.chain import ChainBook
+from tickpipe.gex.exposure import BASES, CATEGORIES, Basis, Category, Params, Result, compute_all
+from tickpipe.sources.base import Batches
+from tickpipe.store import keys
+
+log = logging.getLogger(__name__)
+SOURCE = "gex"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cached:
+    version: int
+    body: bytes
+    """JSON without the ages, which are added per request"""
+    chain_updated_ns: int
+    spot_updated_ns: int
+
+
+def params_from(settings: Settings) -> Params:
+    return Params(
+        r=settings.gex_rate,
+        q=settings.gex_dividend_yield,
+        min_minutes=settings.gex_min_minutes,
+        full_max_days=settings.gex_full_max_days,
+        grid_pct=settings.gex_grid_pct,
+        grid_points=settings.gex_grid_points,
+        convention=settings.gex_convention,
+    )
+
+
+def _iso(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / NS_PER_SECOND, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def result_json(
+    result: Result,
+    *,
+    underlying: str,
+    as_of_ns: int,
+    source: str,
+    convention: str,
+    gamma_check: dict[str, Any],
+) -> bytes:
+    def num(x: float | None) -> float | None:
+        return None if x is None or not np.isfinite(x) else round(float(x), 6)
+
+    ladder = [
+        {
+            "strike": float(k),
+            "call_gex_usd_per_1pct": float(c),
+            "put_gex_usd_per_1pct": float(p),
+            "net_gex_usd_per_1pct": float(c + p),
+            "abs_gex_usd_per_1pct": float(abs(c) + abs(p)),
+            "call_contracts": float(cw),
+            "put_contracts": float(pw),
+        }
+        for k, c, p, cw, pw in zip(
+            result.strikes,
+            result.call_gex_by_strike,
+            result.put_gex_by_strike,
+            result.call_weight_by_strike,
+            result.put_weight_by_strike,
+            strict=True,
+        )
+    ]
+    body = {
+        "symbol": underlying,
+        "category": result.category,
+        "basis": result.basis,
+        "spot": num(result.spot),
+        "zero_gamma": num(result.zero_gamma),
+        "zero_gamma_crossings": [num(x) for x in result.zero_gamma_crossings],
+        "call_wall": num(result.call_wall),
+        "put_wall": num(result.put_wall),
+        "abs_gamma_strike": num(result.abs_gamma_strike),
+        "total_gex_usd_per_1pct": float(result.total_gex_usd_per_1pct),
+        "call_gex_usd_per_1pct": float(result.call_gex_usd_per_1pct),
+        "put_gex_usd_per_1pct": float(result.put_gex_usd_per_1pct),
+        "contracts": result.contracts,
+        "convention": convention,
+        "units": "USD of dealer delta change per 1% move of the underlying",
+        "strikes": ladder,
+        "profile": [
+            {"spot": float(s), "gex_usd_per_1pct": float(g)}
+            for s, g in zip(result.profile_spot, result.profile_gex, strict=True)
+        ],
+        "expiries": [
+            {"expiry": _iso(int(e)), "expiry_ns": int(e), "net_gex_usd_per_1pct": float(g)}
+            for e, g in zip(result.expiries_ns, result.gex_by_expiry, strict=True)
+        ],
+        "as_of": _iso(as_of_ns),
+        "as_of_ns": as_of_ns,
+        "source": source,
+        "gamma_check": gamma_check,
+    }
+    return orjson.dumps(body)
+
+
+class GexEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        *,
+        redis: aioredis.Redis | None = None,
+        emit: Callable[[str, Batches], Awaitable[None]] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._redis = redis
+        self._emit = emit
+        self.params = params_from(settings)
+        self.books: dict[str, ChainBook] = {}
+        self.spots: dict[str, tuple[float, int]] = {}
+        self._spot_version: dict[str, int] = {}
+        self._computed: dict[str, tuple[int, int]] = {}
+        self.cache: dict[tuple[str, str, str], Cached] = {}
+        self.results: dict[str, dict[tuple[Category, Basis], Result]] = {}
+        self._last_history_ns: dict[str, int] = {}
+        self._seq: dict[str, int] = {}
+        self.recomputes = 0
+        self.recompute_ms_last = 0.0
+        self.recompute_ms_max = 0.0
+        self.hits = 0
+        self.misses = 0
+        self._quoted: set[str] = set()
+
+    async def accept(self, kind: Kind, grouped: Grouped) -> None:
+        """Hub listener: option quotes update chains; quotes (else trades) update spots."""
+        now = self._clock.now_ns()
+        if kind is Kind.OPTION:
+            batch = grouped.batch
+            column = batch.column("underlying")
+            names = pc.unique(column).to_pylist()
+            for und in names:
+                rows = batch if len(names) == 1 else batch.filter(pc.equal(column, und))
+                book = self.books.get(und)
+                if book is None:
+                    book = self.books[und] = ChainBook(und, self._settings.gex_multiplier)
+                book.update(rows, now)
+        elif kind in (Kind.QUOTE, Kind.TRADE):
+            for symbol, part in grouped.slices():
+                if kind is Kind.TRADE and symbol in self._quoted:
+                    continue
+                last = part.slice(part.num_rows - 1, 1).to_pylist()[0]
+                price = (last["bid"] + last["ask"]) / 2 if kind is Kind.QUOTE else last["price"]
+                self.spots[symbol] = (float(price), now)
+                self._spot_version[symbol] = self._spot_version.get(symbol, 0) + 1
+                if kind is Kind.QUOTE:
+                    self._quoted.add(symbol)
+
+    def due(self) -> list[str]:
+        """Underlyings whose chain or spot changed since the last computation."""
+        out = []
+        for und, book in self.books.items():
+            if und not in self.spots or book.size == 0:
+                continue
+            state = (book.version, self._spot_version.get(und, 0))
+            if self._computed.get(und) != state:
+                out.append(und)
+        return out
+
+    def recompute(self, underlying: str) -> None:
+        """Full recompute of every category and basis for one underlying (a worker thread)."""
+        book = self.books[underlying]
+        spot, spot_ns = self.spots[underlying]
+        state = (book.version, self._spot_version.get(underlying, 0))
+        started = time.perf_counter()
+        now = self._clock.now_ns()
+        chain = book.snapshot(spot, now, self.params)
+        results = compute_all(chain, self.params)
+        check = _gamma_check(chain, book.feed_gamma(), self.params)
+        for (cat, basis), result in results.items():
+            body = result_json(
+                result,
+                underlying=underlying,
+                as_of_ns=now,
+                source="computed",
+                convention=self.params.convention,
+                gamma_check=check,
+            )
+            self.cache[(underlying, cat, basis)] = Cached(
+                book.version, body, book.updated_ns, spot_ns
+            )
+        self.results[underlying] = results
+        self._computed[underlying] = state
+        elapsed = (time.perf_counter() - started) * 1000
+        self.recomputes += 1
+        self.recompute_ms_last = elapsed
+        self.recompute_ms_max = max(self.recompute_ms_max, elapsed)
+
+    async def run(self) -> None:
+        interval = self._settings.gex_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            for und in self.due():
+                try:
+                    await asyncio.to_thread(self.recompute, und)
+                except Exception:
+                    log.exception("GEX recompute for %s failed", und)
+                    continue
+                await self._publish(und)
+
+    async def _publish(self, underlying: str) -> None:
+        if self._redis is not None:
+            pipe = self._redis.pipeline(transaction=False)
+            for cat in CATEGORIES:
+                for basis in BASES:
+                    cached = self.cache[(underlying, cat, basis)]
+                    envelope = orjson.dumps(
+                        {
+                            "version": cached.version,
+                            "chain_updated_ns": cached.chain_updated_ns,
+                            "spot_updated_ns": cached.spot_updated_ns,
+                        }
+                    )
+                    pipe.set(
+                        keys.gex_key(underlying, cat, basis),
+                        envelope + b"\n" + cached.body,
+                        ex=3600,
+                    )
+            try:
+                await pipe.execute()
+            except aioredis.RedisError as exc:
+                log.warning("GEX cache to Redis failed: %s", exc)
+        now = self._clock.now_ns()
+        every = int(self._settings.gex_history_seconds * NS_PER_SECOND)
+        if self._emit is not None and now - self._last_history_ns.get(underlying, 0) >= every:
+            self._last_history_ns[underlying] = now
+            await self._emit(SOURCE, {Kind.GEX: self._levels_batch(underlying, now)})
+
+    def _levels_batch(self, underlying: str, now: int) -> pa.RecordBatch:
+        result = self.results[underlying][("full", "oi")]
+        self._seq[underlying] = self._seq.get(underlying, 0) + 1
+        event = GexLevels(
+            ts_event=now,
+            ts_recv=now,
+            symbol=underlying,
+            spot=result.spot,
+            zero_gamma=result.zero_gamma,
+            call_wall=result.call_wall,
+            put_wall=result.put_wall,
+            total_gex_usd_per_1pct=result.total_gex_usd_per_1pct,
+            strikes=result.strikes.tolist(),
+            gex_usd_per_1pct=result.net_gex_by_strike.tolist(),
+            source=SOURCE,
+            seq=self._seq[underlying],
+        )
+        return to_batch(Kind.GEX, [event])
+
+    def lookup(self, underlying: str, category: str, basis: str) -> tuple[bytes, int, int] | None:
+        """The ready JSON and (chain, spot) update times, or None if never computed."""
+        cached = self.cache.get((underlying, category, basis))
+        if cached is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return cached.body, cached.chain_updated_ns, cached.spot_updated_ns
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "underlyings": {
+                u: {"contracts": b.size, "version": b.version} for u, b in self.books.items()
+            },
+            "recomputes": self.recomputes,
+            "recompute_ms_last": round(self.recompute_ms_last, 3),
+            "recompute_ms_max": round(self.recompute_ms_max, 3),
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+        }
+
+
+def _gamma_check(chain: Any, feed_gamma: np.ndarray, params: Params) -> dict[str, Any]:
+    """How far the feed's own gamma is from ours (feeds round it, e.g. to 3 decimals)."""
+    from tickpipe.gex import greeks
+    from tickpipe.gex.exposure import years_to_expiry
+
+    ours = greeks.gamma(
+        chain.spot,
+        chain.strike,
+        years_to_expiry(chain.expiry_ns, chain.now_ns, params.min_minutes),
+        chain.iv,
+        params.r,
+        params.q,
+    )
+    with np.errstate(invalid="ignore"):
+        both = np.isfinite(ours) & np.isfinite(feed_gamma) & (feed_gamma > 0)
+    if not both.any():
+        return {"compared": 0}
+    diff = np.abs(ours[both] - feed_gamma[both])
+    return {
+        "compared": int(both.sum()),
+        "median_abs_diff": float(np.median(diff)),
+        "max_abs_diff": float(diff.max()),
+    }
