@@ -65,7 +65,9 @@ class RawHttp:
 
     async def get(self, path: str) -> tuple[int, bytes]:
         assert self.reader is not None and self.writer is not None
-        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.headers}\r\n".encode())
+        self.writer.write(
+            f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.headers}\r\n".encode()
+        )
         head = await self.reader.readuntil(b"\r\n\r\n")
         status = int(head[9:12])
         length = 0

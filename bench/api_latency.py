@@ -26,14 +26,14 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import RawHttp, percentiles  # noqa: E402
-from bars import session_trades  # noqa: E402
+from _util import RawHttp, percentiles
+from bars import session_trades
 
-from tickpipe.clock import NS_PER_SECOND, SystemClock  # noqa: E402
-from tickpipe.config import Settings  # noqa: E402
-from tickpipe.store.journal import Journal  # noqa: E402
-from tickpipe.store.keystore import KeyStore  # noqa: E402
-from tickpipe.store.lake import LakeWriter  # noqa: E402
+from tickpipe.clock import NS_PER_SECOND, SystemClock
+from tickpipe.config import Settings
+from tickpipe.store.journal import Journal
+from tickpipe.store.keystore import KeyStore
+from tickpipe.store.lake import LakeWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400 * NS_PER_SECOND
@@ -63,7 +63,9 @@ async def sequential(client: httpx.AsyncClient, path: str, n: int) -> list[float
     return samples
 
 
-async def concurrent(port: int, headers: dict[str, str], path: str, clients: int, total: int) -> tuple[list[float], float]:
+async def concurrent(
+    port: int, headers: dict[str, str], path: str, clients: int, total: int
+) -> tuple[list[float], float]:
     """``clients`` keep-alive connections, each sending its share of ``total`` requests."""
     samples: list[float] = []
     per_client = total // clients
@@ -110,16 +112,20 @@ async def measure(base: str, port: int, token: str, day: int, requests: int, cli
         print(f"1-day 1m bars (2 M trades), 1 client:    {percentiles(bars)}")
 
         half = day + int(17.75 * 3600) * NS_PER_SECOND  # the second half of the session: ~1 M rows
-        arrow_path = (f"/api/v1/ticks/historical?symbols=SPY&start_time={half}"
-                      f"&end_time={day + DAY}&format=arrow")
+        arrow_path = (
+            f"/api/v1/ticks/historical?symbols=SPY&start_time={half}"
+            f"&end_time={day + DAY}&format=arrow"
+        )
         times, rows = [], 0
         for _ in range(3):
             t = time.perf_counter()
             response = await client.get(arrow_path)
             times.append(time.perf_counter() - t)
             rows = pa.ipc.open_stream(response.content).read_all().num_rows
-        print(f"Arrow download of {rows:,} rows:         best {min(times) * 1000:.0f} ms, "
-              f"median {np.median(times) * 1000:.0f} ms ({rows / min(times) / 1e6:.2f} M rows/s)")
+        print(
+            f"Arrow download of {rows:,} rows:         best {min(times) * 1000:.0f} ms, "
+            f"median {np.median(times) * 1000:.0f} ms ({rows / min(times) / 1e6:.2f} M rows/s)"
+        )
 
     lat, rps = await concurrent(port, headers, realtime, clients, requests)
     print(f"realtime, {clients} concurrent clients:     {percentiles(lat)}  {rps:,.0f} req/s")
@@ -139,14 +145,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--rate", type=int, default=50_000, help="simulator events/s while measuring")
+    parser.add_argument(
+        "--rate", type=int, default=50_000, help="simulator events/s while measuring"
+    )
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="tickpipe-api-bench-"))
     token, day = prepare(data)
     port = 18877
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKPIPE_")}
-    env |= {"TICKPIPE_DATA_DIR": str(data), "TICKPIPE_SIMULATOR_RATE": str(args.rate), "TICKPIPE_LOG_LEVEL": "WARNING"}
-    server = subprocess.Popen([sys.executable, str(ROOT / "data-pipeline.py"), "--port", str(port)], env=env)
+    env |= {
+        "TICKPIPE_DATA_DIR": str(data),
+        "TICKPIPE_SIMULATOR_RATE": str(args.rate),
+        "TICKPIPE_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "data-pipeline.py"), "--port", str(port)], env=env
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -162,7 +176,9 @@ def main() -> None:
         with asyncio.Runner(loop_factory=_loop()) as runner:
             runner.run(measure(base, port, token, day, args.requests, args.clients))
         status2 = httpx.get(f"{base}/api/v1/status").json()
-        rate = (status2["accepted_total"] - status["accepted_total"]) / (status2["uptime_s"] - status["uptime_s"])
+        rate = (status2["accepted_total"] - status["accepted_total"]) / (
+            status2["uptime_s"] - status["uptime_s"]
+        )
         print(f"ingest rate during the run: {rate:,.0f} events/s")
     finally:
         server.send_signal(signal.SIGINT)

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
 
     redis_url: str | None = None
     hot_capacity: int = Field(10_000, ge=1, description="events kept per (kind, symbol)")
+    hot_option_capacity: int = Field(
+        100, ge=1, description="events kept per option contract (chains have thousands)"
+    )
 
     tick_channel: str = Field(
         "ticks", validation_alias=_alias("SCHWAB_TICK_CHANNEL", "tick_channel")
@@ -67,6 +70,8 @@ class Settings(BaseSettings):
     simulator: Literal["auto", "true", "false"] = "auto"
     simulator_symbols: CommaList = ["SPY", "QQQ", "/ES", "/NQ", "$VIX"]
     simulator_option_underlying: str = "SPY"
+    simulator_option_strikes: int = Field(41, ge=1, description="strikes per expiry around spot")
+    simulator_option_expiries: int = Field(3, ge=1, le=200)
     simulator_rate: float = Field(300.0, ge=0, description="events per second of market time")
     simulator_realtime: bool = True
     simulator_batch_ms: float = Field(100.0, gt=0)
@@ -130,6 +135,16 @@ class Settings(BaseSettings):
     @property
     def catalog_path(self) -> Path:
         return self.data_dir / "tick_data.db"
+
+    def hot_capacities(self) -> dict[str, int]:
+        """Recent events kept per (kind, symbol), by kind value."""
+        return {
+            "trade": self.hot_capacity,
+            "quote": self.hot_capacity,
+            "book": self.hot_capacity,
+            "option": self.hot_option_capacity,
+            "gex": 1_000,
+        }
 
     def thresholds(self, symbol: str) -> QualityThresholds:
         return self.quality_overrides.get(symbol, self.quality)

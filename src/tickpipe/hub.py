@@ -64,6 +64,7 @@ class Hub:
         while True:
             first = await self._queue.get()
             if first is None:
+                self._queue.task_done()
                 return
             results = [first]
             closing = False
@@ -74,6 +75,8 @@ class Hub:
                     break
                 results.append(more)
             await self._commit_until_done(results)
+            for _ in range(len(results) + closing):
+                self._queue.task_done()
             if closing:
                 return
 
@@ -92,6 +95,10 @@ class Hub:
                 log.error("journal write failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    async def drained(self) -> None:
+        """Return once everything submitted so far is committed and fanned out."""
+        await self._queue.join()
 
     async def close(self) -> None:
         """Commit what is queued, then stop the worker."""

@@ -71,9 +71,9 @@ class Pipeline:
         self.started = time.time()
         self._redis = redis_client(settings)
         hot: HotStore = (
-            RedisHotStore(self._redis, settings.hot_capacity)
+            RedisHotStore(self._redis, settings.hot_capacities())
             if self._redis is not None
-            else MemoryHotStore(settings.hot_capacity)
+            else MemoryHotStore(settings.hot_capacities())
         )
         self.quality = QualityStage(settings, self.clock)
         self.journal = Journal(

@@ -71,7 +71,7 @@ def api_context(settings: Settings) -> ApiContext:
             "process (in-memory mode runs as one process: use --role all)"
         )
     client = aioredis.Redis.from_url(settings.redis_url)
-    hot = RedisHotStore(client, settings.hot_capacity)
+    hot = RedisHotStore(client, settings.hot_capacities())
     bus = Bus(settings)  # in-process fan-out only: this process never publishes
     status_cache: dict[str, Any] = {}
 

@@ -7,6 +7,7 @@ every update, so consumers recompute only when inputs changed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from zoneinfo import ZoneInfo
@@ -99,42 +100,79 @@ class ChainBook:
         self.version += 1
         self.updated_ns = received_ns
 
-    def snapshot(self, spot: float, now_ns: int, params: Params) -> Chain:
-        """The chain as pure arrays, with IV solved from the mid where the feed gave none."""
+    def capture(self) -> Captured:
+        """Copies of the live arrays, taken on the event loop so a worker thread can use
+        them while updates go on (updates only append contracts, never move them)."""
         n = self.size
-        iv = self._f["iv"][:n].copy()
-        need = ~(np.isfinite(iv) & (iv > 0))
-        if need.any():
-            iv[need] = self._solve_iv(np.flatnonzero(need), spot, now_ns, params)
-        return Chain(
-            underlying=self.underlying,
-            spot=spot,
-            now_ns=now_ns,
-            strike=self._f["strike"][:n].copy(),
+        return Captured(
+            size=n,
+            version=self.version,
+            fields={name: arr[:n].copy() for name, arr in self._f.items()},
             expiry_ns=self._expiry_ns[:n].copy(),
             is_call=self._is_call[:n].copy(),
-            open_interest=self._f["open_interest"][:n].copy(),
-            volume=self._f["volume"][:n].copy(),
-            iv=iv,
-            multiplier=self.multiplier,
+            solved_iv=self._solved_iv[:n].copy(),
+            solved_from=self._solved_from[:n].copy(),
         )
 
-    def _solve_iv(
-        self, rows: npt.NDArray[np.int64], spot: float, now_ns: int, params: Params
-    ) -> FloatArray:
-        """IV from the mid price, cached per contract until its mid changes."""
-        bid, ask = self._f["bid"][rows], self._f["ask"][rows]
-        with np.errstate(invalid="ignore"):
-            mid = np.where((bid > 0) & (ask >= bid), (bid + ask) / 2, np.nan)
-        stale = ~(self._solved_from[rows] == mid)
-        if stale.any():
-            r = rows[stale]
-            t = years_to_expiry(self._expiry_ns[r], now_ns, params.min_minutes)
-            self._solved_iv[r] = greeks.implied_vol(
-                mid[stale], spot, self._f["strike"][r], t, self._is_call[r], params.r, params.q
-            )
-            self._solved_from[r] = mid[stale]
-        return self._solved_iv[rows]
+    def remember_solved(self, captured: Captured) -> None:
+        """Keep IVs a worker solved, for contracts whose mid has not moved since."""
+        n = captured.size
+        self._solved_iv[:n] = captured.solved_iv
+        self._solved_from[:n] = captured.solved_from
+
+    def snapshot(self, spot: float, now_ns: int, params: Params) -> Chain:
+        """Capture and build in one go (single-threaded callers and tests)."""
+        captured = self.capture()
+        chain = build_chain(self.underlying, self.multiplier, captured, spot, now_ns, params)
+        self.remember_solved(captured)
+        return chain
 
     def feed_gamma(self) -> FloatArray:
         return self._f["gamma"][: self.size]
+
+
+@dataclasses.dataclass
+class Captured:
+    size: int
+    version: int
+    fields: dict[str, FloatArray]
+    expiry_ns: npt.NDArray[np.int64]
+    is_call: npt.NDArray[np.bool_]
+    solved_iv: FloatArray
+    solved_from: FloatArray
+
+
+def build_chain(
+    underlying: str, multiplier: float, captured: Captured, spot: float, now_ns: int, params: Params
+) -> Chain:
+    """The pure chain, with IV solved from the mid where the feed gave none (solutions are
+    written into ``captured`` for ``remember_solved``). Safe in a worker thread."""
+    f = captured.fields
+    iv = f["iv"].copy()
+    need = ~(np.isfinite(iv) & (iv > 0))
+    if need.any():
+        rows = np.flatnonzero(need)
+        bid, ask = f["bid"][rows], f["ask"][rows]
+        with np.errstate(invalid="ignore"):
+            mid = np.where((bid > 0) & (ask >= bid), (bid + ask) / 2, np.nan)
+        stale = ~(captured.solved_from[rows] == mid)
+        if stale.any():
+            r = rows[stale]
+            t = years_to_expiry(captured.expiry_ns[r], now_ns, params.min_minutes)
+            captured.solved_iv[r] = greeks.implied_vol(
+                mid[stale], spot, f["strike"][r], t, captured.is_call[r], params.r, params.q
+            )
+            captured.solved_from[r] = mid[stale]
+        iv[rows] = captured.solved_iv[rows]
+    return Chain(
+        underlying=underlying,
+        spot=spot,
+        now_ns=now_ns,
+        strike=f["strike"],
+        expiry_ns=captured.expiry_ns,
+        is_call=captured.is_call,
+        open_interest=f["open_interest"],
+        volume=f["volume"],
+        iv=iv,
+        multiplier=multiplier,
+    )

@@ -26,7 +26,7 @@ from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.columnar import Grouped
 from tickpipe.config import Settings
 from tickpipe.events import GexLevels, Kind, to_batch
-from tickpipe.gex.chain import ChainBook
+from tickpipe.gex.chain import Captured, ChainBook, build_chain
 from tickpipe.gex.exposure import BASES, CATEGORIES, Basis, Category, Params, Result, compute_all
 from tickpipe.sources.base import Batches
 from tickpipe.store import keys
@@ -189,17 +189,28 @@ class GexEngine:
         return out
 
     def recompute(self, underlying: str) -> None:
-        """Full recompute of every category and basis for one underlying (a worker thread)."""
+        """Recompute one underlying now, in this thread (tests, tools)."""
+        job = self._capture(underlying)
+        self._install(underlying, job, self._compute(underlying, job))
+
+    def _capture(self, underlying: str) -> tuple[Captured, float, int, int, tuple[int, int]]:
         book = self.books[underlying]
         spot, spot_ns = self.spots[underlying]
         state = (book.version, self._spot_version.get(underlying, 0))
+        return book.capture(), spot, spot_ns, self._clock.now_ns(), state
+
+    def _compute(
+        self, underlying: str, job: tuple[Captured, float, int, int, tuple[int, int]]
+    ) -> tuple[dict[tuple[Category, Basis], Result], dict[tuple[Category, Basis], bytes], float]:
+        """The heavy part, safe in a worker thread: it only reads the captured copies."""
+        captured, spot, _, now, _ = job
+        book = self.books[underlying]
         started = time.perf_counter()
-        now = self._clock.now_ns()
-        chain = book.snapshot(spot, now, self.params)
+        chain = build_chain(underlying, book.multiplier, captured, spot, now, self.params)
         results = compute_all(chain, self.params)
-        check = _gamma_check(chain, book.feed_gamma(), self.params)
-        for (cat, basis), result in results.items():
-            body = result_json(
+        check = _gamma_check(chain, captured.fields["gamma"], self.params)
+        bodies = {
+            key: result_json(
                 result,
                 underlying=underlying,
                 as_of_ns=now,
@@ -207,12 +218,28 @@ class GexEngine:
                 convention=self.params.convention,
                 gamma_check=check,
             )
+            for key, result in results.items()
+        }
+        return results, bodies, (time.perf_counter() - started) * 1000
+
+    def _install(
+        self,
+        underlying: str,
+        job: tuple[Captured, float, int, int, tuple[int, int]],
+        done: tuple[
+            dict[tuple[Category, Basis], Result], dict[tuple[Category, Basis], bytes], float
+        ],
+    ) -> None:
+        captured, _, spot_ns, _, state = job
+        results, bodies, elapsed = done
+        book = self.books[underlying]
+        book.remember_solved(captured)
+        for (cat, basis), body in bodies.items():
             self.cache[(underlying, cat, basis)] = Cached(
-                book.version, body, book.updated_ns, spot_ns
+                captured.version, body, book.updated_ns, spot_ns
             )
         self.results[underlying] = results
         self._computed[underlying] = state
-        elapsed = (time.perf_counter() - started) * 1000
         self.recomputes += 1
         self.recompute_ms_last = elapsed
         self.recompute_ms_max = max(self.recompute_ms_max, elapsed)

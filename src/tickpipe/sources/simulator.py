@@ -67,14 +67,18 @@ def _third_friday(year: int, month: int) -> dt.date:
     return first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
 
 
-def _expiries(today: dt.date) -> list[dt.date]:
-    """Today (0DTE on a weekday), the next Friday, and next month's monthly."""
+def _expiries(today: dt.date, count: int) -> list[dt.date]:
+    """Today (0DTE on a weekday), the next Friday, next month's monthly, then further
+    Fridays until there are ``count``."""
     days = [today if today.weekday() < 5 else today + dt.timedelta(days=7 - today.weekday())]
     friday = today + dt.timedelta(days=(4 - today.weekday()) % 7 or 7)
     days.append(friday)
     nxt = today.replace(day=1) + dt.timedelta(days=32)
     days.append(_third_friday(nxt.year, nxt.month))
-    return sorted(set(days))
+    while len(set(days)) < count:
+        friday += dt.timedelta(days=7)
+        days.append(friday)
+    return sorted(set(days))[:count]
 
 
 class Simulator:
@@ -115,9 +119,10 @@ class Simulator:
         today = dt.datetime.fromtimestamp(self.now_ns / NS_PER_SECOND, dt.UTC).date()
         step = 1.0 if spot < 1000 else 5.0
         center = round(spot / step) * step
-        strikes_1d = center + step * np.arange(-20, 21)
+        half = self._settings.simulator_option_strikes // 2
+        strikes_1d = center + step * np.arange(-half, half + 1)
         symbols, days, strikes, calls, oi = [], [], [], [], []
-        for expiry in _expiries(today):
+        for expiry in _expiries(today, self._settings.simulator_option_expiries):
             for strike in strikes_1d:
                 for is_call in (False, True):
                     symbols.append(occ_symbol(underlying, expiry, "C" if is_call else "P", strike))

@@ -1,4 +1,8 @@
-"""In-process hot store: a ring of Arrow slices per (kind, symbol), trimmed by event count."""
+"""In-process hot store: a ring of Arrow slices per (kind, symbol), trimmed by event count.
+
+Each delivery adds one slice per symbol; a ring that collects more than ``MAX_SLICES``
+small slices is merged into one batch, so thousands of thinly quoted option contracts
+cost a few Arrow objects each, not one per delivery."""
 
 from __future__ import annotations
 
@@ -19,15 +23,19 @@ class _Ring:
         self.version = 0
 
 
+MAX_SLICES = 32
+
+
 class MemoryHotStore:
     name = "memory"
 
-    def __init__(self, capacity: int) -> None:
-        self._capacity = capacity
+    def __init__(self, capacity: int | dict[str, int]) -> None:
+        self._capacity = capacity if isinstance(capacity, dict) else dict.fromkeys(Kind, capacity)
         self._rings: dict[tuple[Kind, str], _Ring] = {}
         self._quotes: dict[str, pa.RecordBatch] = {}
 
     async def write(self, kind: Kind, grouped: Grouped) -> None:
+        capacity = self._capacity[kind]
         for symbol, part in grouped.slices():
             ring = self._rings.get((kind, symbol))
             if ring is None:
@@ -35,8 +43,13 @@ class MemoryHotStore:
             ring.slices.append(part)
             ring.rows += part.num_rows
             ring.version += 1
-            while ring.rows - ring.slices[0].num_rows >= self._capacity:
+            while ring.rows - ring.slices[0].num_rows >= capacity:
                 ring.rows -= ring.slices.popleft().num_rows
+            if len(ring.slices) > MAX_SLICES:
+                merged = pa.concat_batches(list(ring.slices))
+                merged = merged.slice(max(merged.num_rows - capacity, 0))
+                ring.slices = deque([merged])
+                ring.rows = merged.num_rows
             if kind is Kind.QUOTE:
                 self._quotes[symbol] = part.slice(part.num_rows - 1, 1)
 
@@ -52,7 +65,7 @@ class MemoryHotStore:
             if rows >= limit:
                 break
         table = pa.Table.from_batches(list(reversed(taken)), schema=SCHEMAS[kind])
-        limit = min(limit, self._capacity)
+        limit = min(limit, self._capacity[kind])
         return table.slice(max(table.num_rows - limit, 0))
 
     async def latest_quotes(self, symbols: list[str]) -> pa.Table:

@@ -23,9 +23,9 @@ from tickpipe.store.hot import deserialize, serialize
 class RedisHotStore:
     name = "redis"
 
-    def __init__(self, client: aioredis.Redis, capacity: int) -> None:
+    def __init__(self, client: aioredis.Redis, capacity: int | dict[str, int]) -> None:
         self._redis = client
-        self._capacity = capacity
+        self._capacity = capacity if isinstance(capacity, dict) else dict.fromkeys(Kind, capacity)
         self._known: set[tuple[Kind, str]] = set()
 
     async def write(self, kind: Kind, grouped: Grouped) -> None:
@@ -36,7 +36,7 @@ class RedisHotStore:
             pipe.xadd(
                 keys.stream_key(kind, symbol),
                 {"n": part.num_rows, "arrow": serialize(part)},
-                maxlen=self._capacity,
+                maxlen=self._capacity[kind],
                 approximate=True,
             )
             if (kind, symbol) not in self._known:
