@@ -97,7 +97,7 @@ def test_sign_convention_is_a_parameter(convention: str, call_sign: int, put_sig
 def test_walls_are_the_strikes_with_the_most_call_and_put_gamma() -> None:
     strikes = [90.0, 95.0, 100.0, 105.0, 110.0] * 2
     calls = [True] * 5 + [False] * 5
-    oi = [100, 100, 200, 5_000, 100] + [100, 6_000, 300, 100, 100]
+    oi = [100, 100, 200, 5_000, 100, 100, 6_000, 300, 100, 100]  # calls, then puts
     result = compute(chain(strikes, calls, oi))
     assert (result.call_wall, result.put_wall) == (105.0, 95.0)
     assert result.strikes.tolist() == [90.0, 95.0, 100.0, 105.0, 110.0]
