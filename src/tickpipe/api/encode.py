@@ -4,7 +4,8 @@ in Python; Arrow IPC, Parquet and CSV are streamed batch by batch."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import orjson
 import polars as pl
@@ -53,31 +54,25 @@ def data_json(parts: list[bytes], extra: bytes = b"") -> bytes:
     return b'{"data":[' + inner + b"]" + extra + b"}"
 
 
-def arrow_stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Iterator[bytes]:
-    sink = io.BytesIO()
-    with pa.ipc.new_stream(sink, schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-            yield _drain(sink)
-    yield _drain(sink)
+def _streamer(
+    open_writer: Callable[[io.BytesIO, pa.Schema], Any],
+) -> Callable[[pa.Schema, Iterable[pa.RecordBatch]], Iterator[bytes]]:
+    """A generator that writes batches with ``open_writer`` and yields what each one added."""
+
+    def stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Iterator[bytes]:
+        sink = io.BytesIO()
+        with open_writer(sink, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                yield _drain(sink)
+        yield _drain(sink)
+
+    return stream
 
 
-def parquet_stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Iterator[bytes]:
-    sink = io.BytesIO()
-    with pq.ParquetWriter(sink, schema, compression="zstd") as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-            yield _drain(sink)
-    yield _drain(sink)
-
-
-def csv_stream(schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> Iterator[bytes]:
-    sink = io.BytesIO()
-    with pacsv.CSVWriter(sink, schema) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
-            yield _drain(sink)
-    yield _drain(sink)
+arrow_stream = _streamer(lambda sink, schema: pa.ipc.new_stream(sink, schema))
+parquet_stream = _streamer(lambda sink, schema: pq.ParquetWriter(sink, schema, compression="zstd"))
+csv_stream = _streamer(lambda sink, schema: pacsv.CSVWriter(sink, schema))
 
 
 def _drain(sink: io.BytesIO) -> bytes:

@@ -140,11 +140,7 @@ class Query:
         if symbols is not None:
             where.append(f"symbol IN ({_symbol_params(symbols, params)})")
         if after is not None:
-            where.append(
-                "(ts_event > $a_ts OR (ts_event = $a_ts AND (symbol > $a_sym OR (symbol = $a_sym "
-                "AND (source > $a_src OR (source = $a_src AND seq > $a_seq))))))"
-            )
-            params.update(a_ts=after[0], a_sym=after[1], a_src=after[2], a_seq=after[3])
+            where.append(_after_condition("", after, params))
         direction = "DESC" if newest_first else "ASC"
         sql = (
             f"SELECT * FROM {source} WHERE {' AND '.join(where)} "
@@ -252,11 +248,7 @@ class Query:
             f"t.symbol IN ({_symbol_params(symbols, params)})",
         ]
         if after is not None:
-            where.append(
-                "(t.ts_event > $a_ts OR (t.ts_event = $a_ts AND (t.symbol > $a_sym OR (t.symbol = $a_sym "
-                "AND (t.source > $a_src OR (t.source = $a_src AND t.seq > $a_seq))))))"
-            )
-            params.update(a_ts=after[0], a_sym=after[1], a_src=after[2], a_seq=after[3])
+            where.append(_after_condition("t.", after, params))
         if quotes:
             join = (
                 f"ASOF LEFT JOIN (SELECT symbol, ts_event, bid, bid_size, ask, ask_size FROM {quotes} "
@@ -311,6 +303,18 @@ class Query:
 
     def sql(self, sql: str, params: dict[str, object] | None = None) -> pa.Table:
         return self._con().sql(sql, params=params or {}).to_arrow_table()
+
+
+def _after_condition(
+    prefix: str, after: tuple[int, str, str, int], params: dict[str, object]
+) -> str:
+    """Rows strictly after ``after`` in (ts_event, symbol, source, seq) order (cursor paging)."""
+    params.update(a_ts=after[0], a_sym=after[1], a_src=after[2], a_seq=after[3])
+    ts, sym, src, seq = (f"{prefix}{c}" for c in ("ts_event", "symbol", "source", "seq"))
+    return (
+        f"({ts} > $a_ts OR ({ts} = $a_ts AND ({sym} > $a_sym OR ({sym} = $a_sym "
+        f"AND ({src} > $a_src OR ({src} = $a_src AND {seq} > $a_seq))))))"
+    )
 
 
 def _symbol_params(symbols: list[str], params: dict[str, object]) -> str:
