@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     journal_segment_bytes: int = Field(64 * 1024 * 1024, gt=0)
     journal_fsync: bool = True
     lake_zstd_level: int = Field(3, ge=1, le=22)
+    lake_compact_min_files: int = Field(24, ge=2, description="merge a partition's files past this")
+    lake_compact_max_rows: int = Field(20_000_000, ge=1, description="rows per compacted file")
+    lake_compact_interval_s: float = Field(60.0, gt=0)
 
     quality: QualityThresholds = QualityThresholds()
     quality_overrides: dict[str, QualityThresholds] = Field(default_factory=dict)

@@ -28,6 +28,7 @@ from tickpipe.sources.supervisor import Supervisor
 from tickpipe.store import keys, layout
 from tickpipe.store.bus import Bus
 from tickpipe.store.catalog import refresh_catalog
+from tickpipe.store.compact import Compactor
 from tickpipe.store.hot import HotStore
 from tickpipe.store.hot_memory import MemoryHotStore
 from tickpipe.store.hot_redis import RedisHotStore
@@ -84,6 +85,14 @@ class Pipeline:
             fsync=settings.journal_fsync,
         )
         self.lake = LakeWriter(settings.lake_dir, settings.journal_dir, settings.lake_zstd_level)
+        self.compactor = Compactor(
+            settings.lake_dir,
+            settings.journal_dir,
+            min_files=settings.lake_compact_min_files,
+            max_rows=settings.lake_compact_max_rows,
+            zstd_level=settings.lake_zstd_level,
+        )
+        self._last_compaction = 0.0
         self.bus = Bus(settings, self._redis)
         self.hub = Hub(self.journal, hot, self.bus)
         self.gex = GexEngine(settings, self.clock, redis=self._redis, emit=self.ingest)
@@ -153,6 +162,15 @@ class Pipeline:
                 await asyncio.wait_for(stop.wait(), timeout=FLUSH_TICK_S)
             await self.flush_once()
             await self._publish_status()
+            if time.monotonic() - self._last_compaction >= self.settings.lake_compact_interval_s:
+                self._last_compaction = time.monotonic()
+                await self.compact_once()
+
+    async def compact_once(self) -> None:
+        try:
+            await asyncio.to_thread(self.compactor.run_once)
+        except Exception:
+            log.exception("lake compaction failed; will retry")
 
     async def _publish_status(self) -> None:
         """With Redis, API processes (``--role api``) show the ingest process's status."""
@@ -242,6 +260,7 @@ class Pipeline:
                     "files_written": self.lake.files_written,
                     "rows_written": self.lake.rows_written,
                     "flush_errors": self.flush_errors,
+                    "compacted_files": self.compactor.merged_files,
                 },
                 "bus_subscribers": len(self.bus.subscribers),
                 "hub_queue": self.hub.queue_depth,
