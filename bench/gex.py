@@ -91,7 +91,7 @@ def in_process(runs: int) -> None:
 
 
 async def load(
-    port: int, token: str, clients: int, total: int
+    port: int, token: str, clients: int, total: int, path: str = "/api/v1/gex/$SPX"
 ) -> tuple[list[float], float, list[float]]:
     headers = {"Authorization": f"Bearer {token}"}
     conns = [RawHttp("127.0.0.1", port, headers) for _ in range(clients)]
@@ -102,10 +102,10 @@ async def load(
     async def worker(conn: RawHttp) -> None:
         for i in range(total // clients):
             t = time.perf_counter()
-            status, body = await conn.get("/api/v1/gex/$SPX")
+            status, body = await conn.get(path)
             samples.append(time.perf_counter() - t)
             assert status == 200, body[:200]
-            if i % 10 == 0:
+            if i % 10 == 0 and body.startswith(b'{"chain_age_s"'):
                 ages.append(float(body[15 : body.index(b",")]))  # {"chain_age_s":x,...
 
     started = time.perf_counter()
@@ -151,11 +151,15 @@ def over_http(requests: int, clients: int, rate: int) -> None:
         before = httpx.get(f"{base}/api/v1/status").json()
         samples, rps, ages = asyncio.run(load(port, token, clients, requests))
         after = httpx.get(f"{base}/api/v1/status").json()
+        floor, floor_rps, _ = asyncio.run(load(port, token, clients, requests, "/api/v1/health"))
         g0, g1 = before["gex"], after["gex"]
         hits, misses = g1["cache_hits"] - g0["cache_hits"], g1["cache_misses"] - g0["cache_misses"]
         updates = after["accepted"].get("option", 0) - before["accepted"].get("option", 0)
         seconds = after["uptime_s"] - before["uptime_s"]
         print(f"GET /api/v1/gex/$SPX, {clients} clients: {percentiles(samples)}  {rps:,.0f} req/s")
+        print(
+            f"floor: GET /api/v1/health, same load:  {percentiles(floor)}  {floor_rps:,.0f} req/s"
+        )
         print(
             f"served from precomputed results: {hits:,} of {hits + misses:,} "
             f"({100 * hits / max(hits + misses, 1):.2f} %) while {updates / seconds:,.0f} option updates/s streamed in"

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
 from tickpipe.clock import NS_PER_SECOND, SystemClock
 from tickpipe.config import Settings
@@ -53,11 +54,12 @@ async def test_gex_of_the_simulated_chain(api: Api, settings: Settings) -> None:
     assert body["call_wall"] in top_calls and body["put_wall"] in top_puts
 
     ladder = body["strikes"]
-    assert [s["strike"] for s in ladder] == sorted(s["strike"] for s in ladder)
-    assert sum(s["net_gex_usd_per_1pct"] for s in ladder) == __import__("pytest").approx(
-        body["total_gex_usd_per_1pct"]
+    assert ladder["strike"] == sorted(ladder["strike"])
+    assert sum(ladder["net_gex_usd_per_1pct"]) == pytest.approx(
+        body["total_gex_usd_per_1pct"], rel=1e-6
     )
-    assert len(body["profile"]) == settings.gex_grid_points and len(body["expiries"]) >= 2
+    assert len(ladder["call_contracts"]) == len(ladder["strike"])
+    assert len(body["profile"]["spot"]) == settings.gex_grid_points and len(body["expiries"]) >= 2
 
     sim._mid[sim.symbols.index("SPY")] *= 1.01  # the market moves up 1 %
     await feed(api, sim, 5)

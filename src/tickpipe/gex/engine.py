@@ -72,25 +72,18 @@ def result_json(
     def num(x: float | None) -> float | None:
         return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
-    ladder = [
-        {
-            "strike": float(k),
-            "call_gex_usd_per_1pct": float(c),
-            "put_gex_usd_per_1pct": float(p),
-            "net_gex_usd_per_1pct": float(c + p),
-            "abs_gex_usd_per_1pct": float(abs(c) + abs(p)),
-            "call_contracts": float(cw),
-            "put_contracts": float(pw),
-        }
-        for k, c, p, cw, pw in zip(
-            result.strikes,
-            result.call_gex_by_strike,
-            result.put_gex_by_strike,
-            result.call_weight_by_strike,
-            result.put_weight_by_strike,
-            strict=True,
-        )
-    ]
+    call, put = result.call_gex_by_strike, result.put_gex_by_strike
+    # columns, not rows: an SPX ladder is 600 strikes, and repeating seven key names per
+    # strike tripled the response (measured 152 kB -> 49 kB); dollars are rounded to cents
+    ladder = {
+        "strike": result.strikes,
+        "call_gex_usd_per_1pct": np.round(call, 2),
+        "put_gex_usd_per_1pct": np.round(put, 2),
+        "net_gex_usd_per_1pct": np.round(call + put, 2),
+        "abs_gex_usd_per_1pct": np.round(np.abs(call) + np.abs(put), 2),
+        "call_contracts": result.call_weight_by_strike,
+        "put_contracts": result.put_weight_by_strike,
+    }
     body = {
         "symbol": underlying,
         "category": result.category,
@@ -108,10 +101,10 @@ def result_json(
         "convention": convention,
         "units": "USD of dealer delta change per 1% move of the underlying",
         "strikes": ladder,
-        "profile": [
-            {"spot": float(s), "gex_usd_per_1pct": float(g)}
-            for s, g in zip(result.profile_spot, result.profile_gex, strict=True)
-        ],
+        "profile": {
+            "spot": np.round(result.profile_spot, 4),
+            "gex_usd_per_1pct": np.round(result.profile_gex, 2),
+        },
         "expiries": [
             {"expiry": _iso(int(e)), "expiry_ns": int(e), "net_gex_usd_per_1pct": float(g)}
             for e, g in zip(result.expiries_ns, result.gex_by_expiry, strict=True)
@@ -121,7 +114,7 @@ def result_json(
         "source": source,
         "gamma_check": gamma_check,
     }
-    return orjson.dumps(body)
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 class GexEngine:
