@@ -67,11 +67,16 @@ def main() -> None:
     journal.roll()
     lake = LakeWriter(data / "lake", data / "journal", 3)
     lake.flush_closed()
-    print(f"lake: {args.trades:,} trades, {lake.lake_bytes() / args.trades:.2f} bytes/trade")
+    trade_bytes = sum(p.stat().st_size for p in (data / "lake" / "trade").rglob("*.parquet"))
+    rollup_bytes = sum(p.stat().st_size for p in (data / "lake" / "bars_1s").rglob("*.parquet"))
+    print(
+        f"lake: {args.trades:,} trades, {trade_bytes / args.trades:.2f} bytes/trade "
+        f"(+ {rollup_bytes / args.trades:.2f} bytes/trade of 1 s rollups)"
+    )
 
     query = Query(data / "lake", data / "journal", MemoryHotStore(1))
     start, end = day, day + 86_400 * NS_PER_SECOND
-    files = [str(p) for p in sorted((data / "lake").rglob("*.parquet"))]
+    files = [str(p) for p in sorted((data / "lake" / "trade").rglob("*.parquet"))]
 
     def timed(fn: object, runs: int) -> list[float]:
         samples = []

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from tickpipe.errors import StorageError
 from tickpipe.store import layout
 from tickpipe.store.journal import closed_segments, fsync_dir, read_segment
+from tickpipe.store.rollup import ROLLUP, rollup_table
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,8 @@ class LakeWriter:
         try:
             if table is not None and table.num_rows:
                 table = sort_for_lake(table)
+                if dataset == "trade":  # the rollup first: see rollup.py
+                    self._write_days(ROLLUP, segment, sort_for_lake(rollup_table(table)))
                 for day, part in split_by_day(table):
                     target = layout.lake_file(
                         self._lake, dataset, layout.day_of_ns(day * layout.NS_PER_DAY), segment
@@ -107,6 +110,13 @@ class LakeWriter:
         self.rows_written += rows
         self.segments_flushed += 1
         return rows
+
+    def _write_days(self, dataset: str, segment: str, table: pa.Table) -> None:
+        for day, part in split_by_day(table):
+            target = layout.lake_file(
+                self._lake, dataset, layout.day_of_ns(day * layout.NS_PER_DAY), segment
+            )
+            write_parquet(part, target, self._zstd)
 
     def flush_closed(self) -> int:
         """Flush every closed segment of every dataset, oldest first."""

@@ -22,6 +22,7 @@ from tickpipe.events import SCHEMAS, Kind
 from tickpipe.store import layout
 from tickpipe.store.hot import HotStore
 from tickpipe.store.journal import all_segments, read_segment
+from tickpipe.store.rollup import ROLLUP, ROLLUP_SCHEMA, SECOND, merge_sql, partial_sql
 
 INTERVALS: dict[str, int] = {
     "1s": 1,
@@ -78,10 +79,13 @@ class Query:
         return out
 
     def _sources(
-        self, dataset: str, start_ns: int, end_ns: int
+        self, dataset: str, start_ns: int, end_ns: int, journal_dataset: str | None = None
     ) -> tuple[list[str], pa.Table | None]:
-        schema = _schema_of(dataset)
-        unflushed = self._journal_tables(dataset, start_ns, end_ns)
+        """Lake files of ``dataset`` and the journal rows of ``journal_dataset`` (default:
+        the same) whose segment-days those files do not already hold."""
+        journal_dataset = journal_dataset or dataset
+        schema = _schema_of(journal_dataset)
+        unflushed = self._journal_tables(journal_dataset, start_ns, end_ns)
         first = layout.day_of_ns(start_ns)
         last = layout.day_of_ns(max(end_ns - 1, start_ns))
         files = layout.lake_files(self._lake, dataset, first, last)
@@ -178,27 +182,54 @@ class Query:
         """OHLCV bars from trades: time (bucket start, ns), open, high, low, close, volume,
         trades, vwap; buckets aligned to the Unix epoch (1d bars are UTC days). With
         ``fill``, empty buckets after a symbol's first bar carry the previous close with
-        zero volume and zero trades."""
+        zero volume and zero trades.
+
+        Whole seconds come from the 1 s rollups in the lake (``rollup.py``) plus journal
+        trades not yet rolled up; the partial seconds at either end of the range come from
+        raw trades. Open and close are the first and last trade by (ts_event, seq)."""
         step = interval_ns(interval)
         con = self._con()
-        source, params = self._from_clause(con, Kind.TRADE.value, start_ns, end_ns)
-        if not source:
+        inner_start = -(-start_ns // SECOND) * SECOND
+        inner_end = max(end_ns // SECOND * SECOND, inner_start)
+        params: dict[str, object] = {}
+        in_symbols = _symbol_params(symbols, params)
+        parts: list[str] = []
+        if inner_end > inner_start:
+            files, journal = self._sources(
+                ROLLUP, inner_start, inner_end, journal_dataset=Kind.TRADE.value
+            )
+            if files:
+                params["rollup_files"] = files
+                parts.append(
+                    f"SELECT {', '.join(ROLLUP_SCHEMA.names)} FROM read_parquet($rollup_files) "
+                    f"WHERE symbol IN ({in_symbols}) AND ts_event >= $inner_start AND ts_event < $inner_end"
+                )
+            if journal is not None:
+                con.register("journal_trades", journal)
+                parts.append(
+                    partial_sql(
+                        f"(SELECT * FROM journal_trades WHERE symbol IN ({in_symbols}) "
+                        "AND ts_event >= $inner_start AND ts_event < $inner_end)"
+                    )
+                )
+        for lo, hi in ((start_ns, min(inner_start, end_ns)), (max(inner_end, start_ns), end_ns)):
+            if hi <= lo:
+                continue
+            source, more = self._from_clause(con, Kind.TRADE.value, lo, hi)
+            if not source:
+                continue
+            name = f"edge_{len(parts)}"
+            con.register(
+                name,
+                con.sql(f"SELECT * FROM {source}", params=more)
+                .filter(f"ts_event >= {lo} AND ts_event < {hi}")
+                .to_arrow_table(),
+            )
+            parts.append(partial_sql(f"(SELECT * FROM {name} WHERE symbol IN ({in_symbols}))"))
+        if not parts:
             return _empty_bars()
-        # open/close are the first/last trade by (ts_event, seq); one HUGEINT key orders
-        # both, which DuckDB compares far faster than a (ts_event, seq) struct
-        order = "ts_event::HUGEINT * 18446744073709551616 + seq"
-        sql = f"""
-            SELECT symbol, ts_event - (ts_event % {step}) AS time,
-                   arg_min(price, {order}) AS open,
-                   max(price) AS high, min(price) AS low,
-                   arg_max(price, {order}) AS close,
-                   sum(size) AS volume, count(*) AS trades,
-                   sum(price * size) / nullif(sum(size), 0) AS vwap
-            FROM {source}
-            WHERE symbol IN ({_symbol_params(symbols, params)})
-              AND ts_event >= $start AND ts_event < $end
-            GROUP BY ALL
-        """
+        params.update(inner_start=inner_start, inner_end=inner_end)
+        sql = merge_sql("(" + " UNION ALL ".join(parts) + ")", step)
         if fill:
             last_bucket = (end_ns - 1) - ((end_ns - 1) % step)
             sql = f"""
@@ -221,7 +252,6 @@ class Query:
                 FROM joined
             """
         sql = f"SELECT * FROM ({sql}) ORDER BY symbol, time"
-        params.update(start=start_ns, end=end_ns)
         return con.sql(sql, params=params).to_arrow_table().cast(_BARS_SCHEMA)
 
     def trades_with_quotes(
@@ -333,6 +363,8 @@ def _schema_of(dataset: str) -> pa.Schema:
         return QUARANTINE_SCHEMA
     if dataset == GAPS:
         return GAP_SCHEMA
+    if dataset == ROLLUP:
+        return ROLLUP_SCHEMA
     return SCHEMAS[Kind(dataset)]
 
 
