@@ -22,7 +22,7 @@ from tickpipe.events import SCHEMAS, Kind
 from tickpipe.store import layout
 from tickpipe.store.hot import HotStore
 from tickpipe.store.journal import all_segments, read_segment
-from tickpipe.store.rollup import ROLLUP, ROLLUP_SCHEMA, SECOND, merge_sql, partial_sql
+from tickpipe.store.rollup import BARS_SCHEMA, ROLLUP, ROLLUP_SCHEMA, SECOND, merge_sql, partial_sql
 
 INTERVALS: dict[str, int] = {
     "1s": 1,
@@ -252,7 +252,7 @@ class Query:
                 FROM joined
             """
         sql = f"SELECT * FROM ({sql}) ORDER BY symbol, time"
-        return con.sql(sql, params=params).to_arrow_table().cast(_BARS_SCHEMA)
+        return con.sql(sql, params=params).to_arrow_table().cast(BARS_SCHEMA)
 
     def trades_with_quotes(
         self,
@@ -368,20 +368,6 @@ def _schema_of(dataset: str) -> pa.Schema:
     return SCHEMAS[Kind(dataset)]
 
 
-_BARS_SCHEMA = pa.schema(
-    [
-        ("symbol", pa.string()),
-        ("time", pa.int64()),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("volume", pa.float64()),
-        ("trades", pa.int64()),
-        ("vwap", pa.float64()),
-    ]
-)
-
 _TRADES_ASOF_SCHEMA = pa.schema(
     [*SCHEMAS[Kind.TRADE]]
     + [pa.field(n, pa.float64()) for n in ("bid", "bid_size", "ask", "ask_size")]
@@ -389,4 +375,4 @@ _TRADES_ASOF_SCHEMA = pa.schema(
 
 
 def _empty_bars() -> pa.Table:
-    return _BARS_SCHEMA.empty_table()
+    return BARS_SCHEMA.empty_table()

@@ -19,16 +19,25 @@ ROLLUP = "bars_1s"
 SECOND = 1_000_000_000
 KEY = "ts_event::HUGEINT * 18446744073709551616 + seq"
 
+_OHLCV = [
+    ("open", pa.float64()),
+    ("high", pa.float64()),
+    ("low", pa.float64()),
+    ("close", pa.float64()),
+    ("volume", pa.float64()),
+    ("trades", pa.int64()),
+]
+
+BARS_SCHEMA = pa.schema(
+    [("symbol", pa.string()), ("time", pa.int64()), *_OHLCV, ("vwap", pa.float64())]
+)
+"""What ``Query.bars`` returns: ``time`` is the bucket's start, int ns."""
+
 ROLLUP_SCHEMA = pa.schema(
     [
         ("ts_event", pa.int64()),
         ("symbol", pa.string()),
-        ("open", pa.float64()),
-        ("high", pa.float64()),
-        ("low", pa.float64()),
-        ("close", pa.float64()),
-        ("volume", pa.float64()),
-        ("trades", pa.int64()),
+        *_OHLCV,
         ("pv", pa.float64()),
         ("first_ts", pa.int64()),
         ("first_seq", pa.int64()),

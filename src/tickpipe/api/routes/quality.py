@@ -43,25 +43,23 @@ async def _recent(
     return Response(data_json([records_json(table)]), media_type="application/json")
 
 
-@router.get("/api/v1/quality/gaps", summary="Recent gaps, newest first")
-async def gaps(
-    ctx: Ctx,
-    _: Read,
-    symbols: str | None = None,
-    start_time: Annotated[str | None, Query(description="default: 24 h before end_time")] = None,
-    end_time: Annotated[str | None, Query(description="default: now")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-) -> Response:
-    return await _recent(ctx, GAPS, symbols, start_time, end_time, limit)
+def _route(dataset: str, path: str, summary: str) -> None:
+    """Register one 'recent records' route; gaps and quarantine differ only in dataset."""
+
+    async def recent(
+        ctx: Ctx,
+        _: Read,
+        symbols: str | None = None,
+        start_time: Annotated[
+            str | None, Query(description="default: 24 h before end_time")
+        ] = None,
+        end_time: Annotated[str | None, Query(description="default: now")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    ) -> Response:
+        return await _recent(ctx, dataset, symbols, start_time, end_time, limit)
+
+    router.add_api_route(path, recent, methods=["GET"], summary=summary, name=dataset)
 
 
-@router.get("/api/v1/quality/quarantine", summary="Recent quarantined events, newest first")
-async def quarantine(
-    ctx: Ctx,
-    _: Read,
-    symbols: str | None = None,
-    start_time: Annotated[str | None, Query(description="default: 24 h before end_time")] = None,
-    end_time: Annotated[str | None, Query(description="default: now")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-) -> Response:
-    return await _recent(ctx, QUARANTINE, symbols, start_time, end_time, limit)
+_route(GAPS, "/api/v1/quality/gaps", "Recent gaps, newest first")
+_route(QUARANTINE, "/api/v1/quality/quarantine", "Recent quarantined events, newest first")
