@@ -175,10 +175,6 @@ def _schema_of(record: type[Any]) -> pa.Schema:
 SCHEMAS: dict[Kind, pa.Schema] = {kind: _schema_of(rec) for kind, rec in RECORDS.items()}
 
 
-def kind_of(event: Event) -> Kind:
-    return event.KIND
-
-
 def to_batch(kind: Kind, records: Sequence[Event]) -> pa.RecordBatch:
     """Records of one kind to a columnar batch (for adapters that parse frame by frame)."""
     schema = SCHEMAS[kind]
@@ -198,7 +194,3 @@ def group_by_kind(events: Iterable[Event]) -> dict[Kind, pa.RecordBatch]:
     for event in events:
         grouped.setdefault(event.KIND, []).append(event)
     return {kind: to_batch(kind, recs) for kind, recs in grouped.items()}
-
-
-def empty_batch(kind: Kind) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pylist([], schema=SCHEMAS[kind])

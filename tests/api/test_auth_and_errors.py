@@ -149,3 +149,19 @@ async def test_historical_parameters_are_checked(
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
     assert response.json()["error"]["message"]
+
+
+async def test_openapi_documents_every_route_with_its_parameters(api: Api) -> None:
+    spec = (await api.client.get("/openapi.json")).json()
+    for path in (
+        "/api/v1/ticks/realtime",
+        "/api/v1/ticks/historical",
+        "/api/v1/gex/{symbol}",
+        "/api/v1/quality/gaps",
+        "/api/v1/replay",
+        "/api/v1/admin/keys",
+    ):
+        assert path in spec["paths"]
+    realtime = spec["paths"]["/api/v1/ticks/realtime"]["get"]
+    assert [p["name"] for p in realtime["parameters"]] == ["symbols", "limit", "types"]
+    assert (await api.client.get("/docs")).status_code == 200

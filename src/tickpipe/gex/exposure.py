@@ -68,7 +68,6 @@ class Chain:
     iv: FloatArray
     """decimal; NaN where unknown (solve it from the mid first: ``greeks.implied_vol``)"""
     multiplier: float = 100.0
-    oi_asof: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

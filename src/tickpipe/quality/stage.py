@@ -76,10 +76,6 @@ class StageResult:
     quarantine: pa.RecordBatch | None
     gaps: pa.RecordBatch | None
 
-    @property
-    def accepted_count(self) -> int:
-        return sum(g.batch.num_rows for g in self.accepted.values())
-
 
 class QualityStage:
     def __init__(self, settings: Settings, clock: Clock) -> None:

@@ -164,9 +164,6 @@ class Journal:
         self._open[dataset] = seg
         return seg
 
-    def close(self) -> list[Path]:
-        return self.roll()
-
     @property
     def open_rows(self) -> int:
         return sum(s.rows for s in self._open.values())

@@ -75,7 +75,6 @@ def split_key(token: str) -> tuple[str, str] | None:
 class KeyStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._path = path
         self._lock = threading.Lock()
         self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")

@@ -107,8 +107,3 @@ def lake_files(
     for part in partitions(lake_dir, dataset, first, last):
         files.extend(visible_files(part)[0])
     return files
-
-
-def lake_segments(lake_dir: Path, dataset: str) -> set[str]:
-    """Segment names already present in the lake (any partition)."""
-    return {segment_of(p) for p in lake_files(lake_dir, dataset)}
