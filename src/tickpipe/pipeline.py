@@ -19,10 +19,11 @@ from tickpipe.clock import Clock, SystemClock
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError
 from tickpipe.events import Kind
+from tickpipe.gex.engine import SOURCE as GEX_SOURCE
 from tickpipe.gex.engine import GexEngine
 from tickpipe.hub import Hub
 from tickpipe.quality.stage import QualityStage
-from tickpipe.sources.base import Batches, Source
+from tickpipe.sources.base import Batches, Resumable, Source
 from tickpipe.sources.simulator import Simulator
 from tickpipe.sources.supervisor import Supervisor
 from tickpipe.store import keys, layout
@@ -131,6 +132,10 @@ class Pipeline:
         if rows:
             log.info("recovered %d events from the journal into the lake", rows)
         await asyncio.to_thread(self._seed_quality)
+        for source in self.supervisor.sources.values():
+            if isinstance(source, Resumable):
+                source.resume(self.quality.checkpoint(source.name))
+        self.gex.resume(self.quality.checkpoint(GEX_SOURCE))
         await asyncio.to_thread(self._refresh_catalog)
 
     def _seed_quality(self) -> None:

@@ -146,6 +146,12 @@ class GexEngine:
         self.misses = 0
         self._quoted: set[str] = set()
 
+    def resume(self, checkpoint: dict[tuple[Kind, str], tuple[int, int]]) -> None:
+        """Continue GexLevels seq numbers after the last run's."""
+        for (kind, underlying), (seq, _) in checkpoint.items():
+            if kind is Kind.GEX:
+                self._seq[underlying] = max(self._seq.get(underlying, 0), seq)
+
     async def accept(self, kind: Kind, grouped: Grouped) -> None:
         """Hub listener: option quotes update chains; quotes (else trades) update spots."""
         now = self._clock.now_ns()

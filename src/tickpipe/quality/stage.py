@@ -59,6 +59,8 @@ GAP_SCHEMA = pa.schema(
 )
 
 _NO_TS = np.iinfo(np.int64).min
+Checkpoint = dict[tuple[Kind, str], tuple[int, int]]
+"""(kind, symbol) -> (last seq, last accepted ts_event)"""
 BAD_SCHEMA = "bad_schema"
 
 
@@ -94,6 +96,15 @@ class QualityStage:
         state = self._symbol_state(kind, source, symbol)
         state.last_seq = max(state.last_seq, last_seq)
         state.last_ts = max(state.last_ts, last_ts)
+
+    def checkpoint(self, source: str) -> Checkpoint:
+        """Last seq and accepted time per (kind, symbol) of one source, so a restarted
+        feed that numbers its own events continues instead of repeating."""
+        return {
+            (kind, symbol): (state.last_seq, state.last_ts)
+            for (kind, src, symbol), state in self._state.items()
+            if src == source
+        }
 
     def _symbol_state(self, kind: Kind, source: str, symbol: str) -> _SymbolState:
         key = (kind, source, symbol)

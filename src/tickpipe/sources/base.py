@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -25,6 +25,13 @@ class Source(Protocol):
     name: str
 
     def stream(self) -> AsyncIterator[Batches]: ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A source that numbers its own events: told where the last run stopped."""
+
+    def resume(self, checkpoint: dict[tuple[Kind, str], tuple[int, int]]) -> None: ...
 
 
 class SourceStatus(StrEnum):

@@ -113,6 +113,7 @@ class Simulator:
             self._chain_index = self.symbols.index(underlying)
             self._chain = self._build_chain(underlying, float(self._mid[self._chain_index]))
             self._option_seq = np.zeros(len(self._chain.symbols), dtype=np.int64)
+            self._option_slot = {sym: i for i, sym in enumerate(self._chain.symbols)}
             self._option_dict = pa.array(self._chain.symbols, pa.string())
 
     def _build_chain(self, underlying: str, spot: float) -> _Chain:
@@ -147,6 +148,21 @@ class Simulator:
             open_interest=np.array(oi),
             volume=np.zeros(len(symbols)),
         )
+
+    def resume(self, checkpoint: dict[tuple[Kind, str], tuple[int, int]]) -> None:
+        """Continue each (kind, symbol)'s seq after the last run's, and never restart time
+        before what was already accepted, so a restart is not a flood of duplicates."""
+        last_ts = max((ts for _, ts in checkpoint.values()), default=0)
+        if last_ts >= self.now_ns:
+            self.now_ns = (last_ts // US + 1) * US
+        for (kind, symbol), (seq, _) in checkpoint.items():
+            if kind is Kind.OPTION and self._chain is not None:
+                slot = self._option_slot.get(symbol)
+                if slot is not None:
+                    self._option_seq[slot] = max(int(self._option_seq[slot]), seq)
+            elif kind in self._seq and symbol in self.symbols:
+                i = self.symbols.index(symbol)
+                self._seq[kind][i] = max(int(self._seq[kind][i]), seq)
 
     # ---- one step -------------------------------------------------------------------
 
