@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 
@@ -30,6 +32,20 @@ class _Server(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}): use --port") from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),
@@ -42,6 +58,7 @@ async def serve(settings: Settings, role: str = "all") -> None:
     from tickpipe.api.app import context_from_pipeline, create_app
     from tickpipe.pipeline import Pipeline
 
+    sock = bind_socket(settings.host, settings.port)  # a busy port fails before anything starts
     pipeline = Pipeline(settings)
     ctx = context_from_pipeline(pipeline)
     app = create_app(ctx)
@@ -55,8 +72,16 @@ async def serve(settings: Settings, role: str = "all") -> None:
     server = _Server(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second Ctrl-C: leave now; the journal makes this safe
+            log.warning("second signal: exiting without the final flush (recovered on next start)")
+            os._exit(130)
+        log.info("stopping: flushing the journal to the lake (Ctrl-C again to force)")
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
 
     async def run_pipeline() -> None:
         try:
@@ -70,7 +95,7 @@ async def serve(settings: Settings, role: str = "all") -> None:
     )
     async with asyncio.TaskGroup() as group:
         group.create_task(run_pipeline(), name="pipeline")
-        group.create_task(server.serve(), name="http")
+        group.create_task(server.serve(sockets=[sock]), name="http")
         await stop.wait()
         server.should_exit = True
 
@@ -189,8 +214,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, KeyStoreError) as exc:
         print(f"tickpipe: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:  # a task of the running pipeline refused to start
+        refused = group.subgroup((ConfigError, KeyStoreError))
+        if refused is None:
+            raise
+        print(f"tickpipe: {_first(refused)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _first(group: BaseException) -> BaseException:
+    while isinstance(group, BaseExceptionGroup):
+        group = group.exceptions[0]
+    return group
 
 
 if __name__ == "__main__":

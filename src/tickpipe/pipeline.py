@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 import redis.asyncio as aioredis
@@ -111,6 +113,7 @@ class Pipeline:
         self.lake_bytes = 0
         self.flush_errors = 0
         self.ready = asyncio.Event()
+        self._lock: TextIO | None = None
         self.sources_done = asyncio.Event()
 
     @property
@@ -120,8 +123,31 @@ class Pipeline:
     async def ingest(self, source: str, batches: Batches) -> None:
         await self.hub.submit(self.quality.process(source, batches))
 
+    def _lock_data_dir(self) -> None:
+        """One ingest process per data dir: a second one would close the first one's open
+        journal segments under it. The lock dies with the process, however it ends."""
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.settings.data_dir / "ingest.lock"
+        handle = open(path, "a+")  # noqa: SIM115 - held for the life of the process
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(
+                f"{self.settings.data_dir} is in use by tickpipe ingest process {owner}: stop it, or "
+                "set TICKPIPE_DATA_DIR to another directory (API-only processes: --role api)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
+
     async def recover(self) -> None:
         """Flush what a previous run left in the journal, then resume quality state."""
+        self._lock_data_dir()
         if self._redis is not None:
             try:
                 await self._redis.ping()
@@ -220,6 +246,9 @@ class Pipeline:
         finally:
             await self.flush_once(force=True)
             await self.hot.close()
+            if self._lock is not None:
+                self._lock.close()  # releases the flock
+                self._lock = None
             log.info("pipeline stopped; journal flushed to the lake")
 
     async def _run_sources(self) -> None:

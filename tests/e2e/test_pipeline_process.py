@@ -131,3 +131,26 @@ def test_sigkill_mid_ingest_then_restart_keeps_every_accepted_event_exactly_once
         assert rows == got.num_rows, f"{kind}: the lake holds part of a delivery"
         want = pa.Table.from_batches(prefix).sort_by(keys)
         assert got.equals(want), f"{kind}: lake differs from the accepted stream"
+
+
+def test_a_busy_port_is_refused_with_a_sentence(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from .helpers import ROOT
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "data-pipeline.py"), "--port", str(port)],
+            env={"PATH": "/usr/bin:/bin", "TICKPIPE_DATA_DIR": str(tmp_path / "data")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert not (tmp_path / "data" / "journal").exists()

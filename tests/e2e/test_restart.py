@@ -37,3 +37,23 @@ async def test_a_second_run_is_not_a_flood_of_duplicates(tmp_path: Path) -> None
     again = await run_once(settings.model_copy(update={"simulator_seed": 99}))
     assert sum(again.hub.accepted.values()) >= 19_000
     assert dict(again.quality.rejected) == {}
+
+
+async def test_a_second_ingest_process_on_the_same_data_refuses(tmp_path: Path) -> None:
+    import pytest
+
+    from tickpipe.errors import ConfigError
+
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", simulator="false")  # type: ignore[call-arg]
+    first = Pipeline(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(first.run(stop))
+    await first.ready.wait()
+    with pytest.raises(ConfigError, match="in use by tickpipe ingest process"):
+        await Pipeline(settings).recover()
+    stop.set()
+    await task
+    third, done = Pipeline(settings), asyncio.Event()
+    done.set()
+    await third.run(done)  # starts: the first released the lock on its way out
+    assert third.ready.is_set()
