@@ -154,6 +154,7 @@ def over_http(requests: int, clients: int, rate: int) -> None:
         floor, floor_rps, _ = asyncio.run(load(port, token, clients, requests, "/api/v1/health"))
         g0, g1 = before["gex"], after["gex"]
         hits, misses = g1["cache_hits"] - g0["cache_hits"], g1["cache_misses"] - g0["cache_misses"]
+        current = g1["cache_hits_current_version"] - g0["cache_hits_current_version"]
         updates = after["accepted"].get("option", 0) - before["accepted"].get("option", 0)
         seconds = after["uptime_s"] - before["uptime_s"]
         print(f"GET /api/v1/gex/$SPX, {clients} clients: {percentiles(samples)}  {rps:,.0f} req/s")
@@ -161,8 +162,16 @@ def over_http(requests: int, clients: int, rate: int) -> None:
             f"floor: GET /api/v1/health, same load:  {percentiles(floor)}  {floor_rps:,.0f} req/s"
         )
         print(
+            f"of those, computed from the chain version current at serve time: "
+            f"{current:,} ({100 * current / max(hits, 1):.2f} %)"
+        )
+        print(
             f"served from precomputed results: {hits:,} of {hits + misses:,} "
             f"({100 * hits / max(hits + misses, 1):.2f} %) while {updates / seconds:,.0f} option updates/s streamed in"
+        )
+        print(
+            f"of those, computed from the chain version current at serve time: "
+            f"{current:,} ({100 * current / max(hits, 1):.2f} %)"
         )
         print(
             f"recomputes during the run: {g1['recomputes'] - g0['recomputes']}, "

@@ -143,6 +143,8 @@ class GexEngine:
         self.recompute_ms_last = 0.0
         self.recompute_ms_max = 0.0
         self.hits = 0
+        self.current_hits = 0
+        """hits whose result was computed from the chain as it is at that moment"""
         self.misses = 0
         self._quoted: set[str] = set()
 
@@ -309,6 +311,9 @@ class GexEngine:
             self.misses += 1
             return None
         self.hits += 1
+        book = self.books.get(underlying)
+        if book is not None and book.version == cached.version:
+            self.current_hits += 1
         return cached.body, cached.chain_updated_ns, cached.spot_updated_ns
 
     def status(self) -> dict[str, Any]:
@@ -320,6 +325,7 @@ class GexEngine:
             "recompute_ms_last": round(self.recompute_ms_last, 3),
             "recompute_ms_max": round(self.recompute_ms_max, 3),
             "cache_hits": self.hits,
+            "cache_hits_current_version": self.current_hits,
             "cache_misses": self.misses,
         }
 
