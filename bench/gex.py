@@ -162,10 +162,6 @@ def over_http(requests: int, clients: int, rate: int) -> None:
             f"floor: GET /api/v1/health, same load:  {percentiles(floor)}  {floor_rps:,.0f} req/s"
         )
         print(
-            f"of those, computed from the chain version current at serve time: "
-            f"{current:,} ({100 * current / max(hits, 1):.2f} %)"
-        )
-        print(
             f"served from precomputed results: {hits:,} of {hits + misses:,} "
             f"({100 * hits / max(hits + misses, 1):.2f} %) while {updates / seconds:,.0f} option updates/s streamed in"
         )
