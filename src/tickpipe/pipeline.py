@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
 import orjson
@@ -113,6 +114,7 @@ class Pipeline:
         self.lake_bytes = 0
         self.flush_errors = 0
         self.ready = asyncio.Event()
+        self._quality_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quality")
         self._lock: TextIO | None = None
         self.sources_done = asyncio.Event()
 
@@ -121,7 +123,13 @@ class Pipeline:
         return self.hub.hot
 
     async def ingest(self, source: str, batches: Batches) -> None:
-        await self.hub.submit(self.quality.process(source, batches))
+        """Check one delivery off the event loop (numpy and Arrow release the GIL, so the
+        API keeps answering meanwhile), in one thread so quality state stays serial."""
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self._quality_thread, self.quality.process, source, batches
+        )
+        await self.hub.submit(result)
 
     def _lock_data_dir(self) -> None:
         """One ingest process per data dir: a second one would close the first one's open
