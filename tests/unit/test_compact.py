@@ -52,10 +52,22 @@ def test_many_files_become_one_and_every_row_stays_once(tmp_path: Path, clock: F
     assert c.run_once() == 2 * 12  # the trade files and their 1 s rollups
     (only,) = layout.lake_files(tmp_path / "lake", "trade")
     assert only.name.startswith(layout.COMPACT_PREFIX)
-    assert seqs(tmp_path, clock) == before == list(range(1, 121))  # covered files are hidden
-    c.run_once()  # the next pass deletes them
-    assert len(list((tmp_path / "lake" / "trade").rglob("*.parquet"))) == 1
+    assert seqs(tmp_path, clock) == before == list(range(1, 121))
+    assert len(list((tmp_path / "lake" / "trade").rglob("*.parquet"))) == 1  # merged files are gone
     assert seqs(tmp_path, clock) == before
+
+
+def test_files_left_covered_by_a_crash_are_hidden_then_deleted(tmp_path: Path, clock: FakeClock) -> None:
+    fill(tmp_path, clock, 6)
+    before = seqs(tmp_path, clock)
+    leftovers = {p: p.read_bytes() for p in (tmp_path / "lake" / "trade").rglob("*.parquet")}
+    c = compactor(tmp_path)
+    c.run_once()
+    for path, data in leftovers.items():  # as if the process died before deleting them
+        path.write_bytes(data)
+    assert seqs(tmp_path, clock) == before  # hidden: every row once
+    c.run_once()
+    assert len(list((tmp_path / "lake" / "trade").rglob("*.parquet"))) == 1
 
 
 def test_compacted_files_are_merged_again_with_newer_ones(tmp_path: Path, clock: FakeClock) -> None:

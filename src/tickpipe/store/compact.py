@@ -6,10 +6,11 @@ compactor merges a partition's files into ``compact-<first>--<last>.parquet``, s
 (symbol, ts_event, seq), which covers every segment name from first to last.
 
 Safety: only files whose segments are all older than every segment still in the journal
-are merged, so no file can later appear inside a covered range. Readers skip covered
-files (``layout.visible_files``) from the moment the compacted file is renamed into place,
-so nothing is read twice; the covered files are deleted on the *next* pass, so a query
-that listed them just before stays readable.
+are merged, so no file can later appear inside a covered range. The merged files are
+deleted right after the compacted one is renamed into place, so readers outside tickpipe
+(the DuckDB views, Polars, Spark) never see a row twice; a crash in between leaves covered
+files that tickpipe's readers skip (``layout.visible_files``) and the next pass deletes. A
+tickpipe query that listed a file a moment before it was merged retries once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tickpipe.store import layout
+from tickpipe.store.journal import fsync_dir
 from tickpipe.store.lake import sort_for_lake, write_parquet
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,10 @@ class Compactor:
         table = pa.concat_tables(pq.read_table(f, partitioning=None) for f in run)
         target = part / f"{layout.compact_name(first, last)}{layout.LAKE_SUFFIX}"
         write_parquet(sort_for_lake(table), target, self._zstd)
+        for path in run:  # at once: readers outside tickpipe do not know about covering
+            path.unlink(missing_ok=True)
+        fsync_dir(part)
+        self.deleted_files += len(run)
         self.merged_files += len(run)
         log.info("compacted %d files (%d rows) into %s/%s", len(run), rows, part.name, target.name)
         return len(run)

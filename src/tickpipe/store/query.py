@@ -11,7 +11,10 @@ those days. Bars are aggregated in DuckDB, never in Python loops.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -23,6 +26,9 @@ from tickpipe.store import layout
 from tickpipe.store.hot import HotStore
 from tickpipe.store.journal import all_segments, read_segment
 from tickpipe.store.rollup import BARS_SCHEMA, ROLLUP, ROLLUP_SCHEMA, SECOND, merge_sql, partial_sql
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 INTERVALS: dict[str, int] = {
     "1s": 1,
@@ -44,6 +50,20 @@ def interval_ns(interval: str) -> int:
             f"interval {interval!r} is not supported; use one of {', '.join(INTERVALS)}",
             code="bad_interval",
         ) from None
+
+
+def _retry_once_on_vanished_file(method: Callable[P, R]) -> Callable[P, R]:
+    """The compactor may delete a file between listing and reading; listing again finds
+    the compacted file that replaced it."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except duckdb.IOException:
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 class Query:
@@ -155,6 +175,7 @@ class Query:
         params.update(start=start_ns, end=end_ns)
         return con.sql(sql, params=params)
 
+    @_retry_once_on_vanished_file
     def events(
         self,
         kind: Kind | str,
@@ -176,6 +197,7 @@ class Query:
             return schema.empty_table()
         return rel.to_arrow_table().cast(schema)
 
+    @_retry_once_on_vanished_file
     def bars(
         self, symbols: list[str], start_ns: int, end_ns: int, interval: str, *, fill: bool = False
     ) -> pa.Table:
@@ -254,6 +276,7 @@ class Query:
         sql = f"SELECT * FROM ({sql}) ORDER BY symbol, time"
         return con.sql(sql, params=params).to_arrow_table().cast(BARS_SCHEMA)
 
+    @_retry_once_on_vanished_file
     def trades_with_quotes(
         self,
         symbols: list[str],
