@@ -11,6 +11,9 @@ import pytest
 from tickpipe.clock import NS_PER_SECOND, SystemClock
 from tickpipe.config import Settings
 from tickpipe.events import Kind
+from tickpipe.gex import greeks
+from tickpipe.gex.chain import expiry_instant_ns
+from tickpipe.gex.exposure import MINUTES_PER_YEAR
 from tickpipe.sources.simulator import Simulator
 
 from .conftest import Api
@@ -39,19 +42,35 @@ async def test_gex_of_the_simulated_chain(api: Api, settings: Settings) -> None:
     body = response.json()
     spot = body["spot"]
     assert abs(spot - 600) < 10
+    # the simulator puts heavy put OI below spot and call OI above: the flip is near spot
     assert body["zero_gamma"] is not None and abs(body["zero_gamma"] / spot - 1) < 0.05
     assert body["chain_age_s"] < 60 and body["category"] == "full" and body["basis"] == "oi"
 
+    # walls recomputed contract by contract with the scalar textbook formula
     options = pa.Table.from_batches(fed[Kind.OPTION]).to_pylist()
     latest = {row["symbol"]: row for row in options}
-    oi_by_strike: dict[tuple[str, float], float] = {}
+    now, floor_years = body["as_of_ns"], settings.gex_min_minutes / MINUTES_PER_YEAR
+    gex_by: dict[tuple[str, float], float] = {}
+    oi_near: dict[tuple[str, float], float] = {}
     for row in latest.values():
+        years = max((expiry_instant_ns(row["expiry"]) - now) / 60e9 / MINUTES_PER_YEAR, floor_years)
+        if expiry_instant_ns(row["expiry"]) <= now:
+            continue
+        gamma = float(greeks.gamma(spot, row["strike"], years, row["iv"]))
         key = (row["right"], row["strike"])
-        oi_by_strike[key] = oi_by_strike.get(key, 0) + row["open_interest"]
-    near = [(r, k) for (r, k) in oi_by_strike if abs(k / spot - 1) < 0.02]
-    top_calls = sorted((k for r, k in near if r == "C"), key=lambda k: -oi_by_strike[("C", k)])[:3]
-    top_puts = sorted((k for r, k in near if r == "P"), key=lambda k: -oi_by_strike[("P", k)])[:3]
-    assert body["call_wall"] in top_calls and body["put_wall"] in top_puts
+        gex_by[key] = gex_by.get(key, 0.0) + gamma * row["open_interest"] * 100 * spot**2 * 0.01
+        if abs(row["strike"] / spot - 1) < 0.03:
+            oi_near[key] = oi_near.get(key, 0.0) + row["open_interest"]
+    assert body["call_wall"] == max(
+        (k for r, k in gex_by if r == "C"), key=lambda k: gex_by[("C", k)]
+    )
+    assert body["put_wall"] == max(
+        (k for r, k in gex_by if r == "P"), key=lambda k: gex_by[("P", k)]
+    )
+    # and, as traders expect, they sit on strikes that carry much open interest near spot
+    for right, wall in (("C", body["call_wall"]), ("P", body["put_wall"])):
+        ranked = sorted((k for r, k in oi_near if r == right), key=lambda k: -oi_near[(right, k)])
+        assert wall in ranked[:8]
 
     ladder = body["strikes"]
     assert ladder["strike"] == sorted(ladder["strike"])

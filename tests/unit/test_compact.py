@@ -57,7 +57,9 @@ def test_many_files_become_one_and_every_row_stays_once(tmp_path: Path, clock: F
     assert seqs(tmp_path, clock) == before
 
 
-def test_files_left_covered_by_a_crash_are_hidden_then_deleted(tmp_path: Path, clock: FakeClock) -> None:
+def test_files_left_covered_by_a_crash_are_hidden_then_deleted(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     fill(tmp_path, clock, 6)
     before = seqs(tmp_path, clock)
     leftovers = {p: p.read_bytes() for p in (tmp_path / "lake" / "trade").rglob("*.parquet")}
