@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -291,14 +292,14 @@ def _gather(
     )
 
 
-def _reason(rule: Rule, row: dict[str, object], ref: float) -> str:
+def _reason(rule: Rule, row: dict[str, Any], ref: float) -> str:
     if rule is Rule.CROSSED:
         return f"bid {row['bid']} > ask {row['ask']}"
     if rule is Rule.OUTLIER:
         watched = row.get("price")
         if watched is None:
-            watched = (float(row["bid"]) + float(row["ask"])) / 2  # type: ignore[arg-type]
-        return f"price {watched} jumps {abs(float(watched) / ref - 1):.2%} from median {ref}"  # type: ignore[arg-type]
+            watched = (float(row["bid"]) + float(row["ask"])) / 2
+        return f"price {watched} jumps {abs(float(watched) / ref - 1):.2%} from median {ref}"
     if rule in (Rule.FUTURE_TS, Rule.ANCIENT_TS, Rule.OUT_OF_ORDER):
         return f"ts_event {row['ts_event']} is {rule.label.replace('_', ' ')}"
     if rule is Rule.DUPLICATE:

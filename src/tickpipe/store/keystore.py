@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from tickpipe.errors import KeyStoreError
 
@@ -158,13 +159,13 @@ class KeyStore:
         self._con.close()
 
 
-def _row(r: tuple[object, ...]) -> ApiKey:
+def _row(r: tuple[Any, ...]) -> ApiKey:
     return ApiKey(
         id=str(r[0]),
         name=str(r[1]),
         secret_sha256=str(r[2]),
         scopes=frozenset(str(r[3]).split(",")),
-        rate_limit=float(r[4]),  # type: ignore[arg-type]
-        created_ns=int(r[5]),  # type: ignore[call-overload]
-        revoked_ns=None if r[6] is None else int(r[6]),  # type: ignore[call-overload]
+        rate_limit=float(r[4]),
+        created_ns=int(r[5]),
+        revoked_ns=None if r[6] is None else int(r[6]),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 import pyarrow as pa
@@ -209,9 +210,9 @@ async def historical(
     return _stream(format, reader.schema, reader)
 
 
-def _stream(fmt: str, schema: pa.Schema, batches: object) -> StreamingResponse:
+def _stream(fmt: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> StreamingResponse:
     return StreamingResponse(
-        STREAMERS[fmt](schema, batches),  # type: ignore[arg-type]
+        STREAMERS[fmt](schema, batches),
         media_type=MEDIA_TYPES[fmt],
         headers={"Content-Disposition": f'attachment; filename="tickpipe.{fmt}"'},
     )
