@@ -281,6 +281,7 @@ class Pipeline:
                     "last_error": state.last_error,
                     "last_error_ns": state.last_error_ns,
                     "next_retry_ns": state.next_retry_ns,
+                    "latency_ms": q.latency_ms.get(state.name),
                 }
             )
         rejected: dict[str, dict[str, int]] = {}

@@ -276,3 +276,20 @@ def test_safe_type_differences_are_cast_not_rejected(stage: QualityStage, clock:
         good.schema.get_field_index("seq"), "seq", good.column("seq").cast(pa.int32())
     )
     assert run(stage, as_int32).accepted[Kind.TRADE].batch.num_rows == 2
+
+
+def test_feed_latency_of_the_last_delivery_is_kept_per_source(
+    stage: QualityStage, clock: FakeClock
+) -> None:
+    base = clock.now_ns() - NS_PER_SECOND
+    delays_ms = [1, 2, 3, 4, 100]
+    batch = to_batch(
+        Kind.TRADE,
+        [
+            Trade(base + i, base + i + d * MS, "SPY", 600.0, 1, "feed", i + 1)
+            for i, d in enumerate(delays_ms)
+        ],
+    )
+    run(stage, batch)
+    assert stage.latency_ms["feed"]["p50"] == pytest.approx(3.0)
+    assert stage.latency_ms["feed"]["max"] == pytest.approx(100.0)

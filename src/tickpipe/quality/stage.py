@@ -91,12 +91,24 @@ class QualityStage:
         """(source, kind, rule) -> events quarantined"""
         self.gap_counts: Counter[tuple[str, str]] = Counter()
         """(source, gap kind) -> gap records"""
+        self.latency_ms: dict[str, dict[str, float]] = {}
+        """source -> feed latency percentiles of its last delivery"""
 
     def seed(self, kind: Kind, source: str, symbol: str, last_seq: int, last_ts: int) -> None:
         """Resume ordering and duplicate checks after a restart (from the lake's maxima)."""
         state = self._symbol_state(kind, source, symbol)
         state.last_seq = max(state.last_seq, last_seq)
         state.last_ts = max(state.last_ts, last_ts)
+
+    def _record_latency(self, source: str, batch: pa.RecordBatch) -> None:
+        """Feed latency (ts_recv - ts_event) of the last delivery, in ms, for /status."""
+        latency = batch.column("ts_recv").to_numpy() - batch.column("ts_event").to_numpy()
+        p50, p99 = np.percentile(latency, [50, 99]) / 1e6
+        self.latency_ms[source] = {
+            "p50": round(float(p50), 3),
+            "p99": round(float(p99), 3),
+            "max": round(float(latency.max()) / 1e6, 3),
+        }
 
     def checkpoint(self, source: str) -> Checkpoint:
         """Last seq and accepted time per (kind, symbol) of one source, so a restarted
@@ -129,6 +141,7 @@ class QualityStage:
                 self.rejected[(source, kind.value, BAD_SCHEMA)] += raw.num_rows
                 quarantined.append(_bad_schema_batch(source, kind, raw, now))
                 continue
+            self._record_latency(source, batch)
             grouped = group_by_symbol(batch)
             good, bad, found = self._process_kind(source, kind, grouped, now)
             if good.batch.num_rows:
