@@ -57,3 +57,29 @@ async def test_a_second_ingest_process_on_the_same_data_refuses(tmp_path: Path) 
     done.set()
     await third.run(done)  # starts: the first released the lock on its way out
     assert third.ready.is_set()
+
+
+async def test_the_catalog_file_has_views_over_the_lake(tmp_path: Path) -> None:
+    import duckdb
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=tmp_path / "data",
+        simulator_realtime=False,
+        simulator_rate=20_000,
+        simulator_batch_size=2_000,
+        simulator_max_events=10_000,
+        simulator_bad_share=0.01,
+        simulator_start_ns=SystemClock().now_ns() - 600 * NS_PER_SECOND,
+    )
+    pipeline = await run_once(settings)
+    con = duckdb.connect(str(settings.catalog_path), read_only=True)
+    try:
+        (trades,) = con.sql("SELECT count(*), min(time) IS NOT NULL FROM trade").fetchall()
+        assert trades == (pipeline.hub.accepted["trade"], True)
+        rules = dict(con.sql("SELECT rule, count(*) FROM quarantine GROUP BY rule").fetchall())
+        assert sum(rules.values()) == pipeline.hub.quarantined > 0
+        ((rollup_rows,),) = con.sql("SELECT count(*) FROM bars_1s").fetchall()
+        assert rollup_rows > 0
+    finally:
+        con.close()
