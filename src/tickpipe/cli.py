@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 import uvicorn
 
+from tickpipe import logsafe
 from tickpipe.config import Settings, load_settings
 from tickpipe.errors import ConfigError, KeyStoreError
 from tickpipe.store.keystore import KeyStore
@@ -52,6 +53,8 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        logsafe.install(handler)
 
 
 async def serve(settings: Settings, role: str = "all") -> None:
@@ -67,7 +70,12 @@ async def serve(settings: Settings, role: str = "all") -> None:
             r for r in app.router.routes if getattr(r, "path", "") in _INGEST_ROUTES
         ]
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level="warning", lifespan="off"
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="off",
+        log_config=None,  # through the root logger and its redaction filter
     )
     server = _Server(config)
     stop = asyncio.Event()
@@ -121,6 +129,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             port=settings.port,
             workers=args.workers,
             log_level="warning",
+            log_config=None,
         )
         return 0
     if args.workers != 1:
