@@ -10,7 +10,7 @@ import logging
 import re
 
 _PATTERNS = [
-    (re.compile(r"tp_[0-9a-f]{8}_[A-Za-z0-9\-]+"), "tp_********"),
+    (re.compile(r"tp_[0-9a-f]{8}_[A-Za-z0-9_\-]+"), "tp_********"),
     (re.compile(r"(?i)(bearer\s+)[^\s'\",]+"), r"\1********"),
     (
         re.compile(r"(?i)((?:token|api_key|access_token|refresh_token|client_secret)=)[^&\s'\"]+"),

@@ -28,7 +28,7 @@ def test_the_cli_installs_the_filter_on_every_root_handler() -> None:
         configure_logging("INFO")
         stream = io.StringIO()
         root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
-        logging.getLogger("uvicorn.access").warning("client sent %s", f"Bearer {KEY}")
+        logging.getLogger("tickpipe.test.access").warning("client sent %s", f"Bearer {KEY}")
         try:
             raise ValueError(f"bad key {KEY}")
         except ValueError:
