@@ -21,17 +21,22 @@ async def run_once(settings: Settings) -> Pipeline:
     return pipeline
 
 
-async def test_a_second_run_is_not_a_flood_of_duplicates(tmp_path: Path) -> None:
-    settings = Settings(
+def finite_run(tmp_path: Path, events: int, bad_share: float) -> Settings:
+    """A simulator run of ``events`` as fast as possible, ten minutes in the past."""
+    return Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=tmp_path / "data",
         simulator_realtime=False,
         simulator_rate=20_000,
         simulator_batch_size=2_000,
-        simulator_max_events=20_000,
-        simulator_bad_share=0,
+        simulator_max_events=events,
+        simulator_bad_share=bad_share,
         simulator_start_ns=SystemClock().now_ns() - 600 * NS_PER_SECOND,
     )
+
+
+async def test_a_second_run_is_not_a_flood_of_duplicates(tmp_path: Path) -> None:
+    settings = finite_run(tmp_path, 20_000, bad_share=0)
     first = await run_once(settings)
     assert sum(first.quality.rejected.values()) == 0
     again = await run_once(settings.model_copy(update={"simulator_seed": 99}))
@@ -62,16 +67,7 @@ async def test_a_second_ingest_process_on_the_same_data_refuses(tmp_path: Path) 
 async def test_the_catalog_file_has_views_over_the_lake(tmp_path: Path) -> None:
     import duckdb
 
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        data_dir=tmp_path / "data",
-        simulator_realtime=False,
-        simulator_rate=20_000,
-        simulator_batch_size=2_000,
-        simulator_max_events=10_000,
-        simulator_bad_share=0.01,
-        simulator_start_ns=SystemClock().now_ns() - 600 * NS_PER_SECOND,
-    )
+    settings = finite_run(tmp_path, 10_000, bad_share=0.01)
     pipeline = await run_once(settings)
     con = duckdb.connect(str(settings.catalog_path), read_only=True)
     try:
