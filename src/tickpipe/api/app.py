@@ -45,8 +45,6 @@ def create_app(ctx: ApiContext) -> FastAPI:
         docs_url="/docs",
     )
     app.state.ctx = ctx
-    app.state.keys = ctx.keys
-    app.state.limiter = ctx.limiter
     errors.install(app)
 
     @app.get("/api/v1/health", tags=["status"])

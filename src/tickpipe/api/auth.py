@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import Request, WebSocket
+from starlette.requests import HTTPConnection
 
 from tickpipe.api.errors import ApiError
 from tickpipe.store.keystore import ApiKey, KeyStore
@@ -70,19 +71,25 @@ def authorize(keys: KeyStore, limiter: RateLimiter, token: str | None, scope: st
     return key
 
 
+def authorize_request(conn: HTTPConnection, scope: str, *, query_token: bool = False) -> ApiKey:
+    """Check the key of an HTTP request or WebSocket against the app's key store.
+    ``query_token`` also accepts ``?token=`` (browsers cannot set WebSocket headers)."""
+    ctx = conn.app.state.ctx
+    token = bearer_token(
+        conn.headers.get("authorization"), conn.query_params.get("token") if query_token else None
+    )
+    key: ApiKey = authorize(ctx.keys, ctx.limiter, token, scope)
+    return key
+
+
 def require(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+    """The FastAPI dependency form of ``authorize_request``."""
+
     async def dependency(request: Request) -> ApiKey:
-        state = request.app.state
-        return authorize(
-            state.keys, state.limiter, bearer_token(request.headers.get("authorization")), scope
-        )
+        return authorize_request(request, scope)
 
     return dependency
 
 
 def authorize_websocket(websocket: WebSocket, scope: str) -> ApiKey:
-    state = websocket.app.state
-    token = bearer_token(
-        websocket.headers.get("authorization"), websocket.query_params.get("token")
-    )
-    return authorize(state.keys, state.limiter, token, scope)
+    return authorize_request(websocket, scope, query_token=True)

@@ -31,7 +31,6 @@ class Subscription:
     symbols: frozenset[str] | None
     maxsize: int
     dropped: int = 0
-    delivered: int = 0
     closed: bool = False
     _items: deque[tuple[Kind, pa.RecordBatch]] = dataclasses.field(default_factory=deque)
     _ready: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -49,9 +48,7 @@ class Subscription:
                 raise asyncio.CancelledError("subscription closed")
             self._ready.clear()
             await self._ready.wait()
-        item = self._items.popleft()
-        self.delivered += item[1].num_rows
-        return item
+        return self._items.popleft()
 
     def close(self) -> None:
         self.closed = True

@@ -10,7 +10,7 @@ import time
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from tickpipe.api.auth import authorize, bearer_token
+from tickpipe.api.auth import authorize_request
 from tickpipe.api.context import ApiContext
 from tickpipe.api.errors import ApiError
 from tickpipe.symbols import parse_symbol_list
@@ -68,7 +68,7 @@ async def gex(request: Request) -> Response:
     `source`. Dollar values are per 1 % move of the underlying; the sign convention is
     named in `convention`."""
     ctx: ApiContext = request.app.state.ctx
-    authorize(ctx.keys, ctx.limiter, bearer_token(request.headers.get("authorization")), "read")
+    authorize_request(request, "read")
     query = request.query_params
     category = _choice(query.get("category"), "category", CATEGORIES)
     basis = _choice(query.get("basis"), "basis", BASES)

@@ -10,7 +10,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response, StreamingResponse
 
-from tickpipe.api.auth import authorize, bearer_token, require
+from tickpipe.api.auth import authorize_request, require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import (
     MEDIA_TYPES,
@@ -86,7 +86,7 @@ async def realtime(request: Request) -> Response:
     The hottest route, so it reads its parameters itself instead of through FastAPI's
     dependency solver (which cost more than the rest of the request)."""
     ctx: ApiContext = request.app.state.ctx
-    authorize(ctx.keys, ctx.limiter, bearer_token(request.headers.get("authorization")), "read")
+    authorize_request(request, "read")
     query = request.query_params
     if "symbols" not in query:
         raise ApiError(422, "invalid_parameter", "symbols: Field required")
