@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tickpipe.errors import ConfigError
@@ -32,6 +32,15 @@ class QualityThresholds(BaseModel, frozen=True):
     outlier_k: float = 25.0
     outlier_window: int = 5
     gap_seconds: float = 30.0
+
+
+class SourcePolicySettings(BaseModel, frozen=True):
+    """Per-source overrides of the supervisor's defaults (``TICKPIPE_SOURCE_POLICIES``)."""
+
+    idle_timeout_s: float | None = Field(None, gt=0)
+    no_idle_timeout: bool = False
+    backoff_initial_s: float | None = Field(None, gt=0)
+    backoff_max_s: float | None = Field(None, gt=0)
 
 
 class Settings(BaseSettings):
@@ -82,10 +91,82 @@ class Settings(BaseSettings):
     simulator_silence_share: float = Field(0.0005, ge=0, le=0.5)
     simulator_max_events: int = Field(0, ge=0, description="stop after this many (0: never)")
 
+    # --- Schwab (issue: Schwab feed) -------------------------------------------------
     schwab_enabled: bool = Field(False, validation_alias=_alias("SCHWAB_ENABLED", "schwab_enabled"))
     schwab_symbols: CommaList = Field(
         default_factory=list, validation_alias=_alias("SCHWAB_SYMBOLS", "schwab_symbols")
     )
+    schwab_book_symbols: CommaList = Field(
+        default_factory=list, validation_alias="SCHWAB_BOOK_SYMBOLS"
+    )
+    schwab_chain_symbols: CommaList = Field(
+        default_factory=list, validation_alias="SCHWAB_CHAIN_SYMBOLS"
+    )
+    schwab_chain_interval_s: float = Field(15.0, gt=0, validation_alias="SCHWAB_CHAIN_INTERVAL_S")
+    schwab_app_key: SecretStr | None = Field(None, validation_alias="SCHWAB_APP_KEY")
+    schwab_app_secret: SecretStr | None = Field(None, validation_alias="SCHWAB_APP_SECRET")
+    schwab_refresh_token: SecretStr | None = Field(None, validation_alias="SCHWAB_REFRESH_TOKEN")
+    schwab_callback_url: str = Field(
+        "https://127.0.0.1:8182", validation_alias="SCHWAB_CALLBACK_URL"
+    )
+    schwab_api_base_url: str = Field(
+        "https://api.schwabapi.com", validation_alias="SCHWAB_API_BASE_URL"
+    )
+    schwab_requests_per_minute: float = Field(
+        110.0, gt=0, validation_alias="SCHWAB_REQUESTS_PER_MINUTE"
+    )
+    stale_after_s: float = Field(15.0, gt=0, description="a symbol older than this is stale")
+
+    # --- TastyTrade (issue: TastyTrade feed) ------------------------------------------
+    tastytrade_enabled: bool = Field(False, validation_alias="TASTYTRADE_ENABLED")
+    tastytrade_client_secret: SecretStr | None = Field(
+        None, validation_alias="TASTYTRADE_CLIENT_SECRET"
+    )
+    tastytrade_refresh_token: SecretStr | None = Field(
+        None, validation_alias="TASTYTRADE_REFRESH_TOKEN"
+    )
+    tastytrade_symbols: CommaList = Field(
+        default_factory=list, validation_alias="TASTYTRADE_SYMBOLS"
+    )
+    tastytrade_chain_symbols: CommaList = Field(
+        default_factory=list, validation_alias="TASTYTRADE_CHAIN_SYMBOLS"
+    )
+    tastytrade_api_base_url: str = Field(
+        "https://api.tastyworks.com", validation_alias="TASTYTRADE_API_BASE_URL"
+    )
+
+    # --- gexbot (issue: gexbot source) ------------------------------------------------
+    gexbot_enabled: bool = Field(False, validation_alias="GEXBOT_ENABLED")
+    gexbot_api_key: SecretStr | None = Field(None, validation_alias="GEXBOT_API_KEY")
+    gexbot_api_base_url: str = Field(
+        "https://api.gex.bot/v2", validation_alias="GEXBOT_API_BASE_URL"
+    )
+    gexbot_api_style: Literal["v2", "v1"] = Field("v2", validation_alias="GEXBOT_API_STYLE")
+    gexbot_tickers: CommaList = Field(
+        default_factory=lambda: ["SPX", "SPY", "QQQ"], validation_alias="GEXBOT_TICKERS"
+    )
+    gexbot_categories: CommaList = Field(
+        default_factory=lambda: ["full", "zero", "one"], validation_alias="GEXBOT_CATEGORIES"
+    )
+    gexbot_requests_per_second: float = Field(
+        1.0, gt=0, validation_alias="GEXBOT_REQUESTS_PER_SECOND"
+    )
+
+    # --- Sierra Chart (issue: Sierra Chart source) ------------------------------------
+    sierra_scid_dir: Path | None = Field(None, validation_alias="SIERRA_SCID_DIR")
+    sierra_symbols: CommaList = Field(default_factory=list, validation_alias="SIERRA_SYMBOLS")
+    sierra_tick_sizes: dict[str, float] = Field(
+        default_factory=dict, validation_alias="SIERRA_TICK_SIZES"
+    )
+    sierra_dtc_host: str | None = Field(None, validation_alias="SIERRA_DTC_HOST")
+    sierra_dtc_port: int = Field(11099, ge=1, le=65535, validation_alias="SIERRA_DTC_PORT")
+    sierra_dtc_encoding: Literal["json", "binary"] = Field(
+        "binary", validation_alias="SIERRA_DTC_ENCODING"
+    )
+    sierra_dtc_symbols: CommaList = Field(
+        default_factory=list, validation_alias="SIERRA_DTC_SYMBOLS"
+    )
+    # ----------------------------------------------------------------------------------
 
     journal_segment_seconds: float = Field(10.0, gt=0)
     journal_segment_bytes: int = Field(64 * 1024 * 1024, gt=0)
@@ -112,11 +193,26 @@ class Settings(BaseSettings):
     gex_rate: float = 0.0
     gex_dividend_yield: float = 0.0
 
-    supervisor_backoff_initial_s: float = 0.5
-    supervisor_backoff_max_s: float = 30.0
-    supervisor_idle_timeout_s: float = 60.0
+    supervisor_backoff_initial_s: float = Field(0.5, gt=0)
+    supervisor_backoff_max_s: float = Field(30.0, gt=0)
+    supervisor_idle_timeout_s: float = Field(60.0, gt=0)
+    source_policies: dict[str, SourcePolicySettings] = Field(
+        default_factory=dict, description="per-source idle timeout and backoff, by source name"
+    )
 
-    @field_validator("simulator_symbols", "schwab_symbols", mode="before")
+    @field_validator(
+        "simulator_symbols",
+        "schwab_symbols",
+        "schwab_book_symbols",
+        "schwab_chain_symbols",
+        "tastytrade_symbols",
+        "tastytrade_chain_symbols",
+        "gexbot_tickers",
+        "gexbot_categories",
+        "sierra_symbols",
+        "sierra_dtc_symbols",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -152,9 +248,19 @@ class Settings(BaseSettings):
     def thresholds(self, symbol: str) -> QualityThresholds:
         return self.quality_overrides.get(symbol, self.quality)
 
+    def feeds_enabled(self) -> list[str]:
+        """The real feeds these settings turn on."""
+        on = {
+            "schwab": self.schwab_enabled,
+            "tastytrade": self.tastytrade_enabled,
+            "gexbot": self.gexbot_enabled,
+            "sierra": self.sierra_scid_dir is not None or self.sierra_dtc_host is not None,
+        }
+        return [name for name, enabled in on.items() if enabled]
+
     def simulator_enabled(self) -> bool:
         if self.simulator == "auto":
-            return not self.schwab_enabled
+            return not self.feeds_enabled()
         return self.simulator == "true"
 
 

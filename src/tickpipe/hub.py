@@ -1,17 +1,23 @@
 """Fan-out of accepted events: journal first (durability), then hot store, bus and listeners.
 
 An event counts as accepted once the hub has written and fsync'd it to the journal; only
-then is it counted and fanned out. ``submit`` hands a checked delivery to the hub's
-worker through a bounded queue (back-pressure on the sources when the disk is slow), so
-the next delivery's quality checks overlap this one's disk write. The worker commits
-everything waiting in one journal append (group commit: one fsync per file for several
-deliveries). A hot-store or bus failure after the journal is counted and logged, never
-fatal: the event is durable and will reach the lake. A journal failure stops the hub.
+then is it counted and offered to the sinks. ``submit`` hands a checked delivery to the
+hub's worker through a bounded queue (back-pressure on the sources when the disk is slow
+or full), so the next delivery's quality checks overlap this one's disk write. The worker
+commits everything waiting in one journal append (group commit: one fsync per file for
+several deliveries); a journal failure is retried until it succeeds, never dropped.
+
+The sinks are best effort and must never stall the durable path: each (hot store, bus,
+every listener such as the GEX engine) has its own bounded queue and drain task. A full
+queue drops its oldest delivery (counted); a sink call that fails or takes longer than
+``SINK_TIMEOUT_S`` is counted and logged (at most once per ``LOG_EVERY_S`` per sink), and
+the next delivery is tried as usual. The events are durable and reach the lake regardless.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -20,9 +26,10 @@ from collections.abc import Awaitable, Callable
 import pyarrow as pa
 
 from tickpipe.columnar import Grouped
+from tickpipe.datasets import CHECKPOINTS, GAPS, QUARANTINE
 from tickpipe.errors import StorageError
 from tickpipe.events import Kind
-from tickpipe.quality.stage import GAPS, QUARANTINE, StageResult
+from tickpipe.quality.stage import StageResult
 from tickpipe.store.bus import Bus
 from tickpipe.store.hot import HotStore
 from tickpipe.store.journal import Journal
@@ -30,6 +37,77 @@ from tickpipe.store.journal import Journal
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Kind, Grouped], Awaitable[None]]
+SINK_DEPTH = 256
+SINK_TIMEOUT_S = 5.0
+LOG_EVERY_S = 30.0
+JOURNAL_RETRY_MAX_S = 5.0
+
+
+class Sink:
+    """One best-effort fan-out target behind a bounded drop-oldest queue."""
+
+    def __init__(self, name: str, target: Listener, depth: int = SINK_DEPTH) -> None:
+        self.name = name
+        self._target = target
+        self._queue: asyncio.Queue[tuple[Kind, Grouped]] = asyncio.Queue(maxsize=depth)
+        self.delivered = 0
+        self.dropped = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self._last_log = -LOG_EVERY_S
+
+    def offer(self, kind: Kind, grouped: Grouped) -> None:
+        if self._queue.full():
+            self._queue.get_nowait()
+            self._queue.task_done()
+            self.dropped += 1
+        self._queue.put_nowait((kind, grouped))
+
+    async def drain(self) -> None:
+        """Deliver queued items one by one, forever (cancelled when the hub stops)."""
+        while True:
+            kind, grouped = await self._queue.get()
+            try:
+                async with asyncio.timeout(SINK_TIMEOUT_S):
+                    await self._target(kind, grouped)
+                self.delivered += 1
+                self.last_error = None
+            except Exception as exc:
+                self._failed(exc)
+            finally:
+                self._queue.task_done()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.errors += 1
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            text = f"no answer within {SINK_TIMEOUT_S:.0f}s"
+        self.last_error = text
+        self.last_error_at = time.time()
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY_S:
+            self._last_log = now
+            log.warning(
+                "fan-out to %s failed (%d failures so far): %s", self.name, self.errors, text
+            )
+
+    async def join(self) -> None:
+        await self._queue.join()
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "queued": self.depth,
+            "delivered": self.delivered,
+            "dropped": self.dropped,
+            "errors": self.errors,
+            "last_error": self.last_error,
+            "healthy": self.last_error is None,
+        }
 
 
 class Hub:
@@ -38,29 +116,41 @@ class Hub:
         self.hot = hot
         self.bus = bus
         self.journal_lock = asyncio.Lock()
-        self._listeners: list[Listener] = []
+        self.sinks: list[Sink] = [Sink("hot_store", hot.write), Sink("bus", bus.publish)]
         self.accepted: Counter[str] = Counter()
         self.quarantined = 0
         self.gaps = 0
-        self.fanout_errors: Counter[str] = Counter()
+        self.checkpoints = 0
         self.journal_seconds = 0.0
         self.journal_appends = 0
         self.last_journal_ms = 0.0
         self.journal_errors = 0
         self.last_error: str | None = None
+        self.journal_blocked_since: float | None = None
+        """wall time since which the journal refuses writes (disk full...), else None"""
         self._queue: asyncio.Queue[StageResult | None] = asyncio.Queue(maxsize=queue_depth)
 
-    def add_listener(self, listener: Listener) -> None:
+    def add_listener(self, name: str, listener: Listener) -> None:
         """Called with every accepted (kind, batch) after the journal, e.g. the GEX engine."""
-        self._listeners.append(listener)
+        self.sinks.append(Sink(name, listener))
 
     async def submit(self, result: StageResult) -> None:
         """Queue one checked delivery; waits while the queue is full (back-pressure)."""
-        if result.accepted or result.quarantine is not None or result.gaps is not None:
+        if not result.empty:
             await self._queue.put(result)
 
     async def run(self) -> None:
-        """The worker: group-commit waiting deliveries, then fan out. Ends on ``close()``."""
+        """The worker and the sinks' drains. Ends on ``close()`` once all is committed."""
+        async with asyncio.TaskGroup() as group:
+            drains = [group.create_task(s.drain(), name=f"sink:{s.name}") for s in self.sinks]
+            await self._work()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SINK_TIMEOUT_S):
+                    await self.fanned_out()
+            for task in drains:
+                task.cancel()
+
+    async def _work(self) -> None:
         while True:
             first = await self._queue.get()
             if first is None:
@@ -82,23 +172,36 @@ class Hub:
 
     async def _commit_until_done(self, results: list[StageResult]) -> None:
         """A journal failure (disk full, I/O error) is retried, never dropped: while it
-        lasts the queue fills and the sources wait."""
+        lasts the queue fills and the sources wait. Logged when it starts and ends."""
         delay = 0.1
         while True:
             try:
                 await self.commit(results)
-                self.last_error = None
-                return
             except StorageError as exc:
                 self.journal_errors += 1
                 self.last_error = str(exc)
-                log.error("journal write failed (%s); retrying in %.1fs", exc, delay)
+                if self.journal_blocked_since is None:
+                    self.journal_blocked_since = time.time()
+                    log.error("journal refuses writes (%s); sources wait until it recovers", exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, JOURNAL_RETRY_MAX_S)
+                continue
+            if self.journal_blocked_since is not None:
+                log.warning(
+                    "journal writes again after %.1fs", time.time() - self.journal_blocked_since
+                )
+                self.journal_blocked_since = None
+            self.last_error = None
+            return
 
     async def drained(self) -> None:
         """Return once everything submitted so far is committed and fanned out."""
         await self._queue.join()
+        await self.fanned_out()
+
+    async def fanned_out(self) -> None:
+        for sink in self.sinks:
+            await sink.join()
 
     async def close(self) -> None:
         """Commit what is queued, then stop the worker."""
@@ -109,17 +212,37 @@ class Hub:
         return self._queue.qsize()
 
     async def accept(self, result: StageResult) -> None:
-        """Commit one delivery now, without the worker (tools and tests)."""
+        """Commit one delivery now, without the worker, and wait for its fan-out (tools and
+        tests; needs ``run`` for the sinks, or delivers to them inline when it is not)."""
         await self.commit([result])
+        if any(s.depth for s in self.sinks):
+            await self._deliver_inline()
+
+    async def _deliver_inline(self) -> None:
+        """Without a running hub (tests that call ``accept``), drain the sinks here."""
+        for sink in self.sinks:
+            while sink.depth:
+                kind, grouped = sink._queue.get_nowait()
+                try:
+                    await sink._target(kind, grouped)
+                    sink.delivered += 1
+                except Exception as exc:
+                    sink._failed(exc)
+                finally:
+                    sink._queue.task_done()
 
     async def commit(self, results: list[StageResult]) -> None:
         items: list[tuple[str, pa.RecordBatch]] = []
+        checkpoints: list[tuple[str, pa.RecordBatch]] = []
         for result in results:
             items += [(kind.value, g.batch) for kind, g in result.accepted.items()]
             if result.quarantine is not None:
                 items.append((QUARANTINE, result.quarantine))
             if result.gaps is not None:
                 items.append((GAPS, result.gaps))
+            if result.checkpoint is not None:
+                checkpoints.append((CHECKPOINTS, result.checkpoint))
+        items += checkpoints  # last: a checkpoint is never durable before its events
         if not items:
             return
         started = time.perf_counter()
@@ -132,18 +255,11 @@ class Hub:
         for result in results:
             for kind, grouped in result.accepted.items():
                 self.accepted[kind.value] += grouped.batch.num_rows
-                await self._fan_out(kind, grouped)
+                for sink in self.sinks:
+                    sink.offer(kind, grouped)
             if result.quarantine is not None:
                 self.quarantined += result.quarantine.num_rows
             if result.gaps is not None:
                 self.gaps += result.gaps.num_rows
-
-    async def _fan_out(self, kind: Kind, grouped: Grouped) -> None:
-        targets: list[tuple[str, Listener]] = [("hot", self.hot.write), ("bus", self.bus.publish)]
-        targets += [(getattr(fn, "__qualname__", "listener"), fn) for fn in self._listeners]
-        for name, target in targets:
-            try:
-                await target(kind, grouped)
-            except (StorageError, OSError) as exc:
-                self.fanout_errors[name] += 1
-                log.warning("fan-out to %s failed: %s", name, exc)
+            if result.checkpoint is not None:
+                self.checkpoints += 1

@@ -16,22 +16,24 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
 import orjson
+import pyarrow as pa
 import redis.asyncio as aioredis
 
 from tickpipe.clock import Clock, SystemClock
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError
 from tickpipe.events import Kind
-from tickpipe.gex.engine import SOURCE as GEX_SOURCE
 from tickpipe.gex.engine import GexEngine
 from tickpipe.hub import Hub
-from tickpipe.quality.stage import QualityStage
-from tickpipe.sources.base import Batches, Resumable, Source
-from tickpipe.sources.simulator import Simulator
+from tickpipe.quality.stage import QualityStage, StageResult
+from tickpipe.sources.base import Batches, Checkpoint, Source, SourceState
+from tickpipe.sources.context import LiveContext
+from tickpipe.sources.registry import build_sources
 from tickpipe.sources.supervisor import Supervisor
 from tickpipe.store import keys, layout
 from tickpipe.store.bus import Bus
 from tickpipe.store.catalog import refresh_catalog
+from tickpipe.store.checkpoints import checkpoint_batch, latest_checkpoints
 from tickpipe.store.compact import Compactor
 from tickpipe.store.hot import HotStore
 from tickpipe.store.hot_memory import MemoryHotStore
@@ -44,18 +46,6 @@ log = logging.getLogger(__name__)
 
 FLUSH_TICK_S = 1.0
 SEED_LOOKBACK_DAYS = 3
-
-
-def build_sources(settings: Settings, clock: Clock) -> list[Source]:
-    sources: list[Source] = []
-    if settings.schwab_enabled:
-        raise ConfigError(
-            "SCHWAB_ENABLED=true but the Schwab adapter is not part of this build yet; "
-            "unset SCHWAB_ENABLED to run with the simulator"
-        )
-    if settings.simulator_enabled():
-        sources.append(Simulator(settings, clock))
-    return sources
 
 
 def redis_client(settings: Settings) -> aioredis.Redis | None:
@@ -99,17 +89,11 @@ class Pipeline:
         self._last_compaction = 0.0
         self.bus = Bus(settings, self._redis)
         self.hub = Hub(self.journal, hot, self.bus)
-        self.gex = GexEngine(settings, self.clock, redis=self._redis, emit=self.ingest)
-        self.hub.add_listener(self.gex.accept)
+        self.gex = GexEngine(settings, self.clock, redis=self._redis)
+        self.hub.add_listener("gex", self.gex.accept)
         self.query = Query(settings.lake_dir, settings.journal_dir, hot)
-        self.supervisor = Supervisor(
-            build_sources(settings, self.clock) if sources is None else sources,
-            self.ingest,
-            self.clock,
-            backoff_initial_s=settings.supervisor_backoff_initial_s,
-            backoff_max_s=settings.supervisor_backoff_max_s,
-            idle_timeout_s=settings.supervisor_idle_timeout_s,
-        )
+        feeds = build_sources(settings, self.clock) if sources is None else sources
+        self.supervisor = Supervisor([*feeds, self.gex], self._context, self.clock)
         self._catalog_views: set[str] = set()
         self.lake_bytes = 0
         self.flush_errors = 0
@@ -122,14 +106,36 @@ class Pipeline:
     def hot(self) -> HotStore:
         return self.hub.hot
 
-    async def ingest(self, source: str, batches: Batches) -> None:
-        """Check one delivery off the event loop (numpy and Arrow release the GIL, so the
-        API keeps answering meanwhile), in one thread so quality state stays serial."""
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self._quality_thread, self.quality.process, source, batches
-        )
+    def _context(self, source: Source, state: SourceState) -> LiveContext:
+        return LiveContext(source.name, state, self.clock, self)
+
+    async def submit(
+        self,
+        source: str,
+        batches: Batches,
+        *,
+        checkpoint: Checkpoint | None = None,
+        quarantine: pa.RecordBatch | None = None,
+        gaps: pa.RecordBatch | None = None,
+    ) -> None:
+        """The intake every source context uses: check one delivery off the event loop
+        (numpy and Arrow release the GIL, so the API keeps answering meanwhile), in one
+        thread so quality state stays serial, then queue it for the journal."""
+        if any(b.num_rows for b in batches.values()):
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                self._quality_thread, self.quality.process, source, batches
+            )
+        else:
+            result = StageResult({}, None, None)
+        result.add(quarantine=quarantine, gaps=gaps)
+        if checkpoint is not None:
+            result.checkpoint = checkpoint_batch(source, checkpoint, self.clock.now_ns())
         await self.hub.submit(result)
+
+    async def ingest(self, source: str, batches: Batches) -> None:
+        """One delivery on behalf of ``source`` (tools and tests without a context)."""
+        await self.submit(source, batches)
 
     def _lock_data_dir(self) -> None:
         """One ingest process per data dir: a second one would close the first one's open
@@ -166,10 +172,12 @@ class Pipeline:
         if rows:
             log.info("recovered %d events from the journal into the lake", rows)
         await asyncio.to_thread(self._seed_quality)
-        for source in self.supervisor.sources.values():
-            if isinstance(source, Resumable):
-                source.resume(self.quality.checkpoint(source.name))
-        self.gex.resume(self.quality.checkpoint(GEX_SOURCE))
+        saved = await asyncio.to_thread(
+            latest_checkpoints, self.settings.lake_dir, list(self.supervisor.sources)
+        )
+        for name, ctx in self.supervisor.contexts.items():
+            ctx.sequences = self.quality.checkpoint(name)
+            ctx.checkpoint = saved.get(name)
         await asyncio.to_thread(self._refresh_catalog)
 
     def _seed_quality(self) -> None:
@@ -242,13 +250,13 @@ class Pipeline:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._flusher(stop), name="flusher")
                 hub = group.create_task(self.hub.run(), name="hub")
-                gex = group.create_task(self.gex.run(), name="gex")
                 sources = group.create_task(self._run_sources(), name="supervisor")
                 await stop.wait()
                 sources.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sources
-                gex.cancel()
+                for ctx in self.supervisor.contexts.values():
+                    await ctx.settled()
                 await self.hub.close()
                 await hub
         finally:
@@ -260,8 +268,13 @@ class Pipeline:
             log.info("pipeline stopped; journal flushed to the lake")
 
     async def _run_sources(self) -> None:
-        await self.supervisor.run()
-        self.sources_done.set()
+        """Run every source; ``sources_done`` is set once the feeds (not the GEX engine's
+        history source, which runs for as long as the pipeline) have all finished."""
+        feeds = [n for n in self.supervisor.sources if n != self.gex.name]
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.supervisor.run())
+            await asyncio.gather(*(self.supervisor.finished[n].wait() for n in feeds))
+            self.sources_done.set()
 
     def status(self) -> dict[str, Any]:
         """Services, sources and counters for /api/v1/status; no market data."""
@@ -282,6 +295,11 @@ class Pipeline:
                     "last_error_ns": state.last_error_ns,
                     "next_retry_ns": state.next_retry_ns,
                     "latency_ms": q.latency_ms.get(state.name),
+                    "phase": state.phase,
+                    "last_alive_ns": state.last_alive_ns,
+                    "rejected": state.rejected,
+                    "counters": dict(state.counters),
+                    "details": dict(state.details),
                 }
             )
         rejected: dict[str, dict[str, int]] = {}
@@ -328,6 +346,6 @@ class Pipeline:
                 "rejected": rejected,
                 "gaps": {f"{s}.{g}": n for (s, g), n in q.gap_counts.items()},
             },
-            "fanout_errors": dict(self.hub.fanout_errors),
+            "sinks": {sink.name: sink.stats() for sink in self.hub.sinks},
             "gex": self.gex.status(),
         }

@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class PipelineProcess:
+    started: list[PipelineProcess] = []  # noqa: RUF012 - every process a test started, reaped after it
+
     def __init__(self, port: int, env: dict[str, str], log: Path) -> None:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
@@ -31,6 +33,17 @@ class PipelineProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+        PipelineProcess.started.append(self)
+
+    @classmethod
+    def reap_all(cls) -> None:
+        """Kill whatever a test left running (a failed assertion skips its own stop)."""
+        while cls.started:
+            proc = cls.started.pop()
+            if proc.proc.poll() is None:
+                proc.proc.kill()
+                proc.proc.wait(timeout=30)
+            proc._log.close()
 
     def get(self, path: str) -> Any:
         return httpx.get(self.base + path, timeout=5).json()

@@ -38,15 +38,15 @@ def test_demo_runs_counts_rise_and_ctrl_c_flushes_everything(tmp_path: Path) -> 
     }
     proc = PipelineProcess(free_port(), env, tmp_path / "run.log")
     first = proc.wait_for(lambda s: s["accepted_total"] > 0)
-    (sim,) = first["sources"]
-    assert sim["name"] == "simulator"
+    assert {s["name"] for s in first["sources"]} == {"simulator", "gex"}
     later = proc.wait_for(
         lambda s: (
             s["accepted_total"] > first["accepted_total"]
             and s["services"]["lake"]["files_written"] > 0
         )
     )
-    assert later["sources"][0]["status"] == "running"
+    sim = next(s for s in later["sources"] if s["name"] == "simulator")
+    assert sim["status"] == "running"
     assert later["services"]["hot_store"] == "memory"
     assert proc.stop(signal.SIGINT) == 0
     assert not list((data / "journal").glob("*/*.open")) and not list(

@@ -1,22 +1,69 @@
-"""The supervisor restarts failed sources with capped, jittered backoff and reports state."""
+"""The supervisor runs sources through their context: backoff, watchdog, restarts, cancels."""
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 
 import pyarrow as pa
 import pytest
 
 from tickpipe.clock import FakeClock
+from tickpipe.errors import ConfigError, ParseError
 from tickpipe.events import Kind, Trade, to_batch
-from tickpipe.sources.base import Batches, SourceStatus
+from tickpipe.sources.base import (
+    Batches,
+    Checkpoint,
+    Source,
+    SourceContext,
+    SourcePolicy,
+    SourceState,
+    SourceStatus,
+)
+from tickpipe.sources.context import LiveContext
 from tickpipe.sources.supervisor import Supervisor
+
+FAST = SourcePolicy(idle_timeout_s=5.0, backoff_initial_s=0.001, backoff_max_s=0.004)
 
 
 def one_trade(seq: int) -> Batches:
     return {Kind.TRADE: to_batch(Kind.TRADE, [Trade(seq, seq, "SPY", 1.0, 1, "f", seq)])}
+
+
+class Recorder:
+    """An intake that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[pa.RecordBatch] = []
+        self.quarantine: list[pa.RecordBatch] = []
+        self.gaps: list[pa.RecordBatch] = []
+        self.checkpoints: list[Checkpoint] = []
+
+    async def submit(
+        self,
+        source: str,
+        batches: Batches,
+        *,
+        checkpoint: Checkpoint | None = None,
+        quarantine: pa.RecordBatch | None = None,
+        gaps: pa.RecordBatch | None = None,
+    ) -> None:
+        await asyncio.sleep(0)
+        self.batches += batches.values()
+        self.quarantine += [quarantine] if quarantine is not None else []
+        self.gaps += [gaps] if gaps is not None else []
+        self.checkpoints += [checkpoint] if checkpoint is not None else []
+
+
+def supervisor(
+    sources: list[Source], intake: Recorder, clock: FakeClock | None = None
+) -> Supervisor:
+    clock = clock or FakeClock()
+
+    def context(source: Source, state: SourceState) -> LiveContext:
+        return LiveContext(source.name, state, clock, intake)
+
+    return Supervisor(sources, context, clock, rng=random.Random(1))
 
 
 class FlakySource:
@@ -24,52 +71,67 @@ class FlakySource:
 
     def __init__(self, name: str, failures: int, per_attempt: int = 1) -> None:
         self.name = name
+        self.policy = FAST
         self.failures = failures
         self.per_attempt = per_attempt
         self.attempts = 0
 
-    async def stream(self) -> AsyncIterator[Batches]:
+    async def run(self, ctx: SourceContext) -> None:
         self.attempts += 1
         for i in range(self.per_attempt):
-            yield one_trade(self.attempts * 100 + i)
+            await ctx.emit(one_trade(self.attempts * 100 + i))
         if self.attempts <= self.failures:
             raise ConnectionError(f"feed dropped (attempt {self.attempts})")
 
 
 class HangingSource:
+    """One delivery per attempt, then silence (optionally with heartbeats)."""
+
     name = "hang"
 
-    def __init__(self) -> None:
+    def __init__(self, idle: float | None = 60.0, heartbeat_s: float | None = None) -> None:
+        self.policy = SourcePolicy(
+            idle_timeout_s=idle, backoff_initial_s=0.001, backoff_max_s=0.002
+        )
+        self.heartbeat_s = heartbeat_s
         self.attempts = 0
         self.delivered: asyncio.Queue[int] = asyncio.Queue()
-        self.release = asyncio.Event()
 
-    async def stream(self) -> AsyncIterator[Batches]:
+    async def run(self, ctx: SourceContext) -> None:
         self.attempts += 1
-        yield one_trade(self.attempts)
+        await ctx.emit(one_trade(self.attempts))
         self.delivered.put_nowait(self.attempts)
-        await self.release.wait()
+        while True:
+            await asyncio.sleep(self.heartbeat_s or 3600)
+            ctx.alive()
 
 
-def supervisor(sources: list[object], got: list[pa.RecordBatch], **kw: float) -> Supervisor:
-    async def ingest(name: str, batches: Batches) -> None:
-        got.extend(batches.values())
+class BusySource:
+    """Always ready: emits as fast as the intake takes it, never awaiting anything else."""
 
-    opts = {"backoff_initial_s": 0.001, "backoff_max_s": 0.004, "idle_timeout_s": 5.0} | kw
-    return Supervisor(sources, ingest, FakeClock(), rng=random.Random(1), **opts)  # type: ignore[arg-type]
+    name = "busy"
+    policy = FAST
+
+    def __init__(self) -> None:
+        self.emitted = 0
+
+    async def run(self, ctx: SourceContext) -> None:
+        while True:
+            await ctx.emit(one_trade(self.emitted + 1))
+            self.emitted += 1
+
+
+async def stopped(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
-    sup = Supervisor(
-        [],
-        lambda n, b: asyncio.sleep(0),
-        FakeClock(),
-        backoff_initial_s=0.5,
-        backoff_max_s=30,
-        idle_timeout_s=1,
-        rng=random.Random(3),
-    )  # type: ignore[arg-type]
-    delays = [sup.backoff_delay(n) for n in range(1, 12)]
+    source = FlakySource("f", 0)
+    source.policy = SourcePolicy(backoff_initial_s=0.5, backoff_max_s=30)
+    sup = supervisor([source], Recorder())
+    delays = [sup.backoff_delay("f", n) for n in range(1, 12)]
     for n, d in enumerate(delays, start=1):
         base = min(30, 0.5 * 2 ** (n - 1))
         assert base * 0.5 <= d <= base
@@ -77,40 +139,181 @@ def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
 
 
 async def test_a_failing_source_is_restarted_and_finishes() -> None:
-    got: list[pa.RecordBatch] = []
+    intake = Recorder()
     flaky = FlakySource("flaky", failures=3)
-    sup = supervisor([flaky], got)
+    sup = supervisor([flaky], intake)
     await asyncio.wait_for(sup.run(), 5)
     state = sup.states["flaky"]
     assert flaky.attempts == 4
     assert state.restarts == 3 and state.status is SourceStatus.FINISHED
     assert state.last_error == "ConnectionError: feed dropped (attempt 3)"
-    assert state.events == 4 and len(got) == 4
+    assert state.events == 4 and len(intake.batches) == 4
+
+
+async def test_events_carry_the_source_name_whatever_the_adapter_wrote() -> None:
+    intake = Recorder()
+    await asyncio.wait_for(supervisor([FlakySource("feed-a", 0)], intake).run(), 5)
+    assert intake.batches[0].column("source").to_pylist() == ["feed-a"]
+
+
+async def test_an_outage_is_recorded_as_a_gap_per_symbol_when_the_feed_returns() -> None:
+    intake = Recorder()
+    clock = FakeClock()
+    await asyncio.wait_for(supervisor([FlakySource("flaky", 1)], intake, clock).run(), 5)
+    (gaps,) = intake.gaps
+    assert gaps.to_pylist()[0] | {"start_ns": 0, "end_ns": 0, "ts_event": 0} == {
+        "ts_event": 0,
+        "symbol": "SPY",
+        "source": "flaky",
+        "kind": "trade",
+        "seq": 0,
+        "gap": "outage",
+        "start_ns": 0,
+        "end_ns": 0,
+        "seconds": 0.0,
+        "missing_seq": 0,
+    }
 
 
 async def test_an_idle_feed_is_cut_by_the_watchdog() -> None:
-    got: list[pa.RecordBatch] = []
-    hang = HangingSource()
-    sup = supervisor([hang], got, idle_timeout_s=0.05)
+    hang = HangingSource(idle=0.05)
+    sup = supervisor([hang], Recorder())
     task = asyncio.create_task(sup.run())
     assert await asyncio.wait_for(hang.delivered.get(), 5) == 1
     assert await asyncio.wait_for(hang.delivered.get(), 5) == 2
-    assert "no data for" in str(sup.states["hang"].last_error)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    assert "no data or heartbeat for" in str(sup.states["hang"].last_error)
+    await stopped(task)
     assert sup.states["hang"].status is SourceStatus.STOPPED
 
 
+async def test_heartbeats_keep_a_quiet_feed_connected() -> None:
+    hang = HangingSource(idle=0.2, heartbeat_s=0.02)
+    sup = supervisor([hang], Recorder())
+    task = asyncio.create_task(sup.run())
+    assert await asyncio.wait_for(hang.delivered.get(), 5) == 1
+    deadline = asyncio.get_running_loop().time() + 1.0
+    while asyncio.get_running_loop().time() < deadline:  # five idle timeouts of heartbeats only
+        await asyncio.sleep(0.05)
+        assert hang.attempts == 1
+    assert sup.states["hang"].last_alive_ns is not None
+    await stopped(task)
+
+
+async def test_a_source_without_watchdog_may_stay_silent() -> None:
+    hang = HangingSource(idle=None)
+    sup = supervisor([hang], Recorder())
+    task = asyncio.create_task(sup.run())
+    await asyncio.wait_for(hang.delivered.get(), 5)
+    await asyncio.sleep(0.2)
+    assert hang.attempts == 1 and sup.states["hang"].status is SourceStatus.RUNNING
+    await stopped(task)
+
+
 async def test_restart_reconnects_at_once() -> None:
-    got: list[pa.RecordBatch] = []
     hang = HangingSource()
-    sup = supervisor([hang], got, idle_timeout_s=60)
+    sup = supervisor([hang], Recorder())
     task = asyncio.create_task(sup.run())
     assert await asyncio.wait_for(hang.delivered.get(), 5) == 1
     assert sup.restart("hang") and not sup.restart("nope")
     assert await asyncio.wait_for(hang.delivered.get(), 5) == 2
     assert sup.states["hang"].restarts == 1 and sup.states["hang"].last_error is None
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await stopped(task)
+
+
+async def test_stop_parks_a_source_until_restart() -> None:
+    hang = HangingSource()
+    sup = supervisor([hang], Recorder())
+    task = asyncio.create_task(sup.run())
+    await asyncio.wait_for(hang.delivered.get(), 5)
+    assert sup.stop("hang")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert sup.states["hang"].status is SourceStatus.STOPPED and hang.attempts == 1
+    sup.restart("hang")
+    assert await asyncio.wait_for(hang.delivered.get(), 5) == 2
+    await stopped(task)
+
+
+class RevokedSource:
+    name = "revoked"
+    policy = FAST
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.tried: asyncio.Queue[int] = asyncio.Queue()
+
+    async def run(self, ctx: SourceContext) -> None:
+        self.attempts += 1
+        self.tried.put_nowait(self.attempts)
+        raise ConfigError("the refresh token was revoked: run `tickpipe schwab oauth` again")
+
+
+async def test_a_settings_error_stops_the_source_with_its_sentence_and_no_retry() -> None:
+    source = RevokedSource()
+    sup = supervisor([source], Recorder())
+    task = asyncio.create_task(sup.run())
+    await asyncio.wait_for(source.tried.get(), 5)
+    await asyncio.sleep(0.1)  # forty backoffs' worth of time: none happens
+    state = sup.states["revoked"]
+    assert source.attempts == 1 and state.status is SourceStatus.FAILED
+    assert state.last_error == "the refresh token was revoked: run `tickpipe schwab oauth` again"
+    sup.restart("revoked")
+    assert await asyncio.wait_for(source.tried.get(), 5) == 2
+    await stopped(task)
+
+
+class GarbageSource:
+    name = "garbage"
+    policy = FAST
+
+    async def run(self, ctx: SourceContext) -> None:
+        await ctx.reject(b'{"data": [1, 2', "unterminated JSON", symbol="SPY")
+        raise ParseError("frame is not JSON", raw=b"\xff\x01", symbol="QQQ")
+
+
+async def test_bad_frames_are_quarantined_with_their_raw_text() -> None:
+    intake = Recorder()
+    sup = supervisor([GarbageSource()], intake)
+    task = asyncio.create_task(sup.run())
+    while len(intake.quarantine) < 2:
+        await asyncio.sleep(0.001)
+    await stopped(task)
+    first, second = (q.to_pylist()[0] for q in intake.quarantine[:2])
+    assert (first["rule"], first["reason"], first["payload"]) == (
+        "parse_error",
+        "unterminated JSON",
+        '{"data": [1, 2',
+    )
+    assert (second["symbol"], second["payload"]) == ("QQQ", "\\xff\x01")
+    assert sup.states["garbage"].rejected >= 2
+
+
+async def test_a_busy_source_is_always_cancelled_and_emits_nothing_after() -> None:
+    """The cancel that shutdown and the restart button rely on is never lost."""
+    for _ in range(200):
+        busy = BusySource()
+        intake = Recorder()
+        sup = supervisor([busy], intake, FakeClock())
+        task = asyncio.create_task(sup.run())
+        for _ in range(random.randint(1, 30)):
+            await asyncio.sleep(0)
+        await stopped(task)
+        emitted = busy.emitted
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert busy.emitted == emitted
+
+
+async def test_a_restart_of_a_busy_source_never_loses_a_delivery() -> None:
+    busy = BusySource()
+    intake = Recorder()
+    sup = supervisor([busy], intake, FakeClock())
+    task = asyncio.create_task(sup.run())
+    for _ in range(50):
+        for _ in range(random.randint(1, 10)):
+            await asyncio.sleep(0)
+        sup.restart("busy")
+    await stopped(task)
+    await sup.contexts["busy"].settled()
+    assert sup.states["busy"].restarts >= 40
+    assert len(intake.batches) == sup.states["busy"].batches

@@ -13,7 +13,6 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from tickpipe.config import Settings
 from tickpipe.events import GexLevels, Kind, to_batch
 from tickpipe.gex.chain import Captured, ChainBook, build_chain
 from tickpipe.gex.exposure import BASES, CATEGORIES, Basis, Category, Params, Result, compute_all
-from tickpipe.sources.base import Batches
+from tickpipe.sources.base import SourceContext, SourcePolicy
 from tickpipe.store import keys
 
 log = logging.getLogger(__name__)
@@ -118,18 +117,22 @@ def result_json(
 
 
 class GexEngine:
+    """A hub listener (chains and spots in) and a source (GexLevels history out)."""
+
+    name = SOURCE
+    policy = SourcePolicy(idle_timeout_s=None)
+
     def __init__(
         self,
         settings: Settings,
         clock: Clock,
         *,
         redis: aioredis.Redis | None = None,
-        emit: Callable[[str, Batches], Awaitable[None]] | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._redis = redis
-        self._emit = emit
+        self._ctx: SourceContext | None = None
         self.params = params_from(settings)
         self.books: dict[str, ChainBook] = {}
         self.spots: dict[str, tuple[float, int]] = {}
@@ -245,7 +248,17 @@ class GexEngine:
         self.recompute_ms_last = elapsed
         self.recompute_ms_max = max(self.recompute_ms_max, elapsed)
 
-    async def run(self) -> None:
+    async def run(self, ctx: SourceContext) -> None:
+        """As a source: recompute what changed, publish it, and emit a GexLevels event per
+        underlying every ``gex_history_seconds`` (into the lake like any other event)."""
+        self.resume(ctx.sequences)
+        self._ctx = ctx
+        try:
+            await self._loop()
+        finally:
+            self._ctx = None
+
+    async def _loop(self) -> None:
         interval = self._settings.gex_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
@@ -281,9 +294,9 @@ class GexEngine:
                 log.warning("GEX cache to Redis failed: %s", exc)
         now = self._clock.now_ns()
         every = int(self._settings.gex_history_seconds * NS_PER_SECOND)
-        if self._emit is not None and now - self._last_history_ns.get(underlying, 0) >= every:
+        if self._ctx is not None and now - self._last_history_ns.get(underlying, 0) >= every:
             self._last_history_ns[underlying] = now
-            await self._emit(SOURCE, {Kind.GEX: self._levels_batch(underlying, now)})
+            await self._ctx.emit({Kind.GEX: self._levels_batch(underlying, now)})
 
     def _levels_batch(self, underlying: str, now: int) -> pa.RecordBatch:
         result = self.results[underlying][("full", "oi")]

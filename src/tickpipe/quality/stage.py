@@ -20,44 +20,12 @@ import pyarrow as pa
 from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.columnar import Grouped, group_by_symbol
 from tickpipe.config import QualityThresholds, Settings
+from tickpipe.datasets import GAP_SCHEMA, QUARANTINE_SCHEMA
 from tickpipe.events import PRICE_COLUMNS, SCHEMAS, SIZE_COLUMNS, Kind
 from tickpipe.quality.rules import Columns, GroupState, Rule, evaluate, sequence_gaps, time_gaps
 
-QUARANTINE = "quarantine"
-GAPS = "gaps"
 GAP_KINDS = frozenset({Kind.TRADE, Kind.QUOTE})
 """kinds whose silences are gaps; options and book levels may rest for long by nature"""
-
-QUARANTINE_SCHEMA = pa.schema(
-    [
-        pa.field("ts_event", pa.int64()),
-        pa.field("ts_recv", pa.int64()),
-        pa.field("symbol", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("kind", pa.string()),
-        pa.field("seq", pa.int64()),
-        pa.field("rule", pa.string()),
-        pa.field("reason", pa.string()),
-        pa.field("payload", pa.string()),
-    ],
-    metadata={b"tickpipe.kind": QUARANTINE.encode()},
-)
-
-GAP_SCHEMA = pa.schema(
-    [
-        pa.field("ts_event", pa.int64()),
-        pa.field("symbol", pa.string()),
-        pa.field("source", pa.string()),
-        pa.field("kind", pa.string()),
-        pa.field("seq", pa.int64()),
-        pa.field("gap", pa.string()),
-        pa.field("start_ns", pa.int64()),
-        pa.field("end_ns", pa.int64()),
-        pa.field("seconds", pa.float64()),
-        pa.field("missing_seq", pa.int64()),
-    ],
-    metadata={b"tickpipe.kind": GAPS.encode()},
-)
 
 _NO_TS = np.iinfo(np.int64).min
 Checkpoint = dict[tuple[Kind, str], tuple[int, int]]
@@ -78,6 +46,28 @@ class StageResult:
     accepted: dict[Kind, Grouped]
     quarantine: pa.RecordBatch | None
     gaps: pa.RecordBatch | None
+    checkpoint: pa.RecordBatch | None = None
+    """the source's checkpoint row, committed after the events above"""
+
+    def add(
+        self, *, quarantine: pa.RecordBatch | None = None, gaps: pa.RecordBatch | None = None
+    ) -> None:
+        """Add records found outside the rules (bad frames, outages)."""
+        if quarantine is not None:
+            self.quarantine = _concat(
+                [b for b in (self.quarantine, quarantine) if b is not None], QUARANTINE_SCHEMA
+            )
+        if gaps is not None:
+            self.gaps = _concat([b for b in (self.gaps, gaps) if b is not None], GAP_SCHEMA)
+
+    @property
+    def empty(self) -> bool:
+        return (
+            not self.accepted
+            and self.quarantine is None
+            and self.gaps is None
+            and self.checkpoint is None
+        )
 
 
 class QualityStage:

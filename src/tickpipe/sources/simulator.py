@@ -24,7 +24,8 @@ from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.config import Settings
 from tickpipe.events import SCHEMAS, Kind
 from tickpipe.gex import greeks
-from tickpipe.sources.base import Batches
+from tickpipe.sources.base import Batches, Source, SourceContext
+from tickpipe.sources.registry import default_policy
 from tickpipe.symbols import occ_symbol
 
 SOURCE_NAME = "simulator"
@@ -87,6 +88,7 @@ class Simulator:
     name = SOURCE_NAME
 
     def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.policy = default_policy(settings)
         self._settings = settings
         self._clock = clock
         self._rng = np.random.default_rng(settings.simulator_seed)
@@ -363,7 +365,13 @@ class Simulator:
 
     # ---- as a Source ----------------------------------------------------------------
 
+    async def run(self, ctx: SourceContext) -> None:
+        self.resume(ctx.sequences)
+        async for batches in self.stream():
+            await ctx.emit(batches)
+
     async def stream(self) -> AsyncIterator[Batches]:
+        """The batches ``run`` emits, paced as configured (benchmarks drive this directly)."""
         s = self._settings
         rate, batch_ms = s.simulator_rate, s.simulator_batch_ms
         while s.simulator_max_events == 0 or self.emitted < s.simulator_max_events:
@@ -381,6 +389,10 @@ class Simulator:
             else:
                 await asyncio.sleep(0)
             yield self.step(n, duration_ns)
+
+
+def build(settings: Settings, clock: Clock) -> list[Source]:
+    return [Simulator(settings, clock)]
 
 
 def _within_index_rank(idx: IntArray) -> IntArray:

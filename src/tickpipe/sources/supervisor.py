@@ -1,10 +1,14 @@
 """The one place that owns reconnects: start every source, watch it, restart it with backoff.
 
-Each source runs in its own task of the pipeline's TaskGroup. A failure (exception or an
-idle feed past the watchdog) moves it to ``backoff`` for ``min(cap, initial * 2**n)``
-seconds times a jitter in [0.5, 1.0], then it is started again; the attempt counter resets
-after a delivery. A source whose stream ends is ``finished``. ``restart(name)`` cuts the
-current attempt short and starts again at once (the dashboard's restart button).
+Each source runs in its own task of the supervisor's TaskGroup, and each attempt
+(``source.run(ctx)``) runs inside that task under ``asyncio.timeout`` for the idle
+watchdog, so a shutdown or restart cancel cannot be lost between two awaits (the
+``wait_for`` race of Python 3.11). A failure moves the source to ``backoff`` for
+``min(cap, initial * 2**n)`` seconds times a jitter in [0.5, 1.0], using the source's own
+policy; the attempt counter resets after a delivery. A ``ConfigError`` stops the source
+(``failed``) with its sentence and no retry. A source whose ``run`` returns is
+``finished``. ``restart(name)`` cuts the current attempt (or backoff, or failure) short and
+starts again at once; ``stop(name)`` ends it until the next restart.
 """
 
 from __future__ import annotations
@@ -12,126 +16,158 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
 
 from tickpipe.clock import NS_PER_SECOND, Clock
-from tickpipe.errors import TransportError
-from tickpipe.sources.base import Batches, Source, SourceState, SourceStatus
+from tickpipe.errors import ConfigError, ParseError, TransportError
+from tickpipe.sources.base import Source, SourceState, SourceStatus
+from tickpipe.sources.context import ContextFactory, LiveContext
 
 log = logging.getLogger(__name__)
-
-Ingest = Callable[[str, Batches], Awaitable[None]]
 
 
 class Supervisor:
     def __init__(
         self,
         sources: list[Source],
-        ingest: Ingest,
+        contexts: ContextFactory,
         clock: Clock,
         *,
-        backoff_initial_s: float,
-        backoff_max_s: float,
-        idle_timeout_s: float,
         rng: random.Random | None = None,
     ) -> None:
+        names = [s.name for s in sources]
+        duplicated = {n for n in names if names.count(n) > 1}
+        if duplicated:
+            raise ConfigError(f"two sources share the name {sorted(duplicated)[0]!r}")
         self.sources = {s.name: s for s in sources}
         self.states = {s.name: SourceState(s.name) for s in sources}
-        self._ingest = ingest
+        self.contexts: dict[str, LiveContext] = {
+            s.name: contexts(s, self.states[s.name]) for s in sources
+        }
         self._clock = clock
-        self._initial = backoff_initial_s
-        self._cap = backoff_max_s
-        self._idle = idle_timeout_s
         self._rng = rng or random.Random()
-        self._attempts: dict[str, asyncio.Task[None]] = {}
-        self._restart_requested: set[str] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.finished = {s.name: asyncio.Event() for s in sources}
+        """set when a source's ``run`` returned for good"""
+        self._requests: dict[str, str] = {}
+        """name -> "restart" | "stop": why this supervisor cancelled a source's task"""
 
-    def backoff_delay(self, failures: int) -> float:
+    def backoff_delay(self, name: str, failures: int) -> float:
         """Capped exponential backoff with jitter; ``failures`` counts from 1."""
-        base = min(self._cap, self._initial * 2 ** max(failures - 1, 0))
+        policy = self.sources[name].policy
+        base = min(policy.backoff_max_s, policy.backoff_initial_s * 2 ** max(failures - 1, 0))
         return float(base * (0.5 + 0.5 * self._rng.random()))
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             for name in self.sources:
-                group.create_task(self._supervise(name), name=f"source:{name}")
+                self._tasks[name] = group.create_task(self._supervise(name), name=f"source:{name}")
 
     def restart(self, name: str) -> bool:
-        """Restart one source now; False if no such source."""
+        """Start one source again now, whatever its state; False if no such source."""
+        return self._request(name, "restart")
+
+    def stop(self, name: str) -> bool:
+        """Stop one source until ``restart``; False if no such source."""
+        return self._request(name, "stop")
+
+    def _request(self, name: str, what: str) -> bool:
         if name not in self.sources:
             return False
-        self._restart_requested.add(name)
-        attempt = self._attempts.get(name)
-        if attempt is not None and not attempt.done():
-            attempt.cancel()
+        self._requests[name] = what
+        task = self._tasks.get(name)
+        if task is not None and not task.done():
+            task.cancel()
         return True
 
     async def _supervise(self, name: str) -> None:
         state = self.states[name]
         failures = 0
         while True:
-            state.status = SourceStatus.STARTING
-            state.started_ns = self._clock.now_ns()
-            events_before = state.events
-            attempt = asyncio.create_task(self._consume(name), name=f"attempt:{name}")
-            self._attempts[name] = attempt
             try:
-                await attempt
-            except asyncio.CancelledError:
-                if name in self._restart_requested and not _current_cancelling():
-                    self._restart_requested.discard(name)
-                    state.restarts += 1
-                    failures = 0
-                    continue
-                attempt.cancel()
-                state.status = SourceStatus.STOPPED
-                raise
-            except Exception as exc:
-                if state.events > events_before:
-                    failures = 0
-                failures += 1
-                state.restarts += 1
-                state.last_error = f"{type(exc).__name__}: {exc}"
-                state.last_error_ns = self._clock.now_ns()
-                delay = self.backoff_delay(failures)
-                state.status = SourceStatus.BACKOFF
-                state.next_retry_ns = self._clock.now_ns() + int(delay * NS_PER_SECOND)
-                log.warning(
-                    "source %s failed (%s); retrying in %.1fs", name, state.last_error, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            finally:
-                self._attempts.pop(name, None)
-            state.status = SourceStatus.FINISHED
-            return
-
-    async def _consume(self, name: str) -> None:
-        source, state = self.sources[name], self.states[name]
-        stream = source.stream()
-        try:
-            while True:
-                try:
-                    batches = await asyncio.wait_for(anext(stream), timeout=self._idle)
-                except StopAsyncIteration:
+                failures = await self._attempt_and_backoff(name, failures)
+                if failures < 0:
                     return
-                except TimeoutError as exc:
-                    raise TransportError(f"no data for {self._idle:.0f}s", source=name) from exc
-                state.status = SourceStatus.RUNNING
-                state.next_retry_ns = None
-                state.batches += 1
-                rows = 0
-                for kind, batch in batches.items():
-                    rows += batch.num_rows
-                    state.by_kind[kind.value] = state.by_kind.get(kind.value, 0) + batch.num_rows
-                if rows:
-                    state.events += rows
-                    state.last_event_ns = self._clock.now_ns()
-                    await self._ingest(name, batches)
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
+            except asyncio.CancelledError:
+                request = self._requests.pop(name, None)
+                task = asyncio.current_task()
+                if request is None or task is None or task.uncancel() > 0:
+                    state.status = SourceStatus.STOPPED
+                    raise
+                if request == "stop":
+                    state.status = SourceStatus.STOPPED
+                    state.phase = "stopped by request"
+                    await self._parked(name)
+                state.restarts += 1
+                failures = 0
 
+    async def _parked(self, name: str) -> None:
+        """Wait, stopped or failed, until a restart request (a shutdown cancel propagates)."""
+        while True:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                request = self._requests.pop(name, None)
+                task = asyncio.current_task()
+                if request is None or task is None or task.uncancel() > 0:
+                    raise
+                if request == "restart":
+                    return
 
-def _current_cancelling() -> int:
-    task = asyncio.current_task()
-    return task.cancelling() if task is not None else 0
+    async def _attempt_and_backoff(self, name: str, failures: int) -> int:
+        """One attempt, then the wait that follows a failure. Returns the failure count for
+        the next attempt, or -1 when the source finished for good."""
+        source, state, ctx = self.sources[name], self.states[name], self.contexts[name]
+        state.status = SourceStatus.STARTING
+        state.phase = "starting"
+        state.started_ns = self._clock.now_ns()
+        events_before = state.events
+        idle = source.policy.idle_timeout_s
+        deadline = asyncio.timeout(idle)
+        try:
+            async with deadline:
+                ctx.attach_deadline(deadline, idle)
+                await source.run(ctx)
+        except ConfigError as exc:
+            ctx.attach_deadline(None, None)
+            self._failed(state, exc)
+            log.error("source %s stopped: %s", name, exc)
+            await self._parked(name)
+            state.restarts += 1
+            return 0
+        except TimeoutError as exc:
+            error: Exception = exc
+            if deadline.expired():
+                error = TransportError(f"no data or heartbeat for {idle:g}s", source=name)
+        except ParseError as exc:
+            await ctx.reject(exc.raw or "", str(exc), symbol=exc.symbol)
+            error = exc
+        except Exception as exc:
+            error = exc
+        else:
+            ctx.attach_deadline(None, None)
+            state.status = SourceStatus.FINISHED
+            state.phase = "finished"
+            self.finished[name].set()
+            return -1
+        ctx.attach_deadline(None, None)
+        ctx.attempt_failed()
+        if state.events > events_before:
+            failures = 0
+        failures += 1
+        state.restarts += 1
+        state.last_error = f"{type(error).__name__}: {error}"
+        state.last_error_ns = self._clock.now_ns()
+        delay = self.backoff_delay(name, failures)
+        state.status = SourceStatus.BACKOFF
+        state.next_retry_ns = self._clock.now_ns() + int(delay * NS_PER_SECOND)
+        log.warning("source %s failed (%s); retrying in %.1fs", name, state.last_error, delay)
+        await asyncio.sleep(delay)
+        state.next_retry_ns = None
+        return failures
+
+    def _failed(self, state: SourceState, exc: ConfigError) -> None:
+        state.status = SourceStatus.FAILED
+        state.phase = "needs a settings change"
+        state.last_error = str(exc)
+        state.last_error_ns = self._clock.now_ns()
+        state.next_retry_ns = None

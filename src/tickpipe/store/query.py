@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tickpipe.datasets import DATASET_SCHEMAS
 from tickpipe.errors import QueryError
 from tickpipe.events import SCHEMAS, Kind
 from tickpipe.store import layout
@@ -380,15 +381,9 @@ def _symbol_params(symbols: list[str], params: dict[str, object]) -> str:
 
 
 def _schema_of(dataset: str) -> pa.Schema:
-    from tickpipe.quality.stage import GAP_SCHEMA, GAPS, QUARANTINE, QUARANTINE_SCHEMA
-
-    if dataset == QUARANTINE:
-        return QUARANTINE_SCHEMA
-    if dataset == GAPS:
-        return GAP_SCHEMA
     if dataset == ROLLUP:
         return ROLLUP_SCHEMA
-    return SCHEMAS[Kind(dataset)]
+    return DATASET_SCHEMAS[dataset]
 
 
 _TRADES_ASOF_SCHEMA = pa.schema(

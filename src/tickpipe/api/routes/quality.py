@@ -14,8 +14,8 @@ from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import data_json, iso_times, records_json
 from tickpipe.api.params import NS, parse_symbols, parse_time
 from tickpipe.api.routes import context
+from tickpipe.datasets import GAPS, QUARANTINE
 from tickpipe.errors import QueryError
-from tickpipe.quality.stage import GAPS, QUARANTINE
 from tickpipe.store.keystore import ApiKey
 
 router = APIRouter(tags=["quality"])
