@@ -31,6 +31,15 @@ class Kind(StrEnum):
     GEX = "gex"
 
 
+class TradeFlag:
+    """Bits of ``Trade.flags``."""
+
+    FIRST_SUB_TRADE = 1
+    """first print of a large trade the feed split into sub-trades (Sierra Chart unbundled)"""
+    LAST_SUB_TRADE = 2
+    """last print of such a split trade"""
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Trade:
     KIND: ClassVar[Kind] = Kind.TRADE
@@ -43,6 +52,10 @@ class Trade:
     seq: int
     exchange: str | None = None
     conditions: str | None = None
+    aggressor: str | None = None
+    """"B" the buyer lifted the ask, "S" the seller hit the bid; None when the feed says not"""
+    flags: int | None = None
+    """feed-specific bits, see ``TradeFlag``"""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -119,6 +132,15 @@ class GexLevels:
     gex_usd_per_1pct: list[float]
     source: str
     seq: int
+    category: str | None = None
+    """which expiries the levels cover ("full", "zero", "one"...); None: tickpipe's full set"""
+    major_pos_vol: float | None = None
+    major_pos_oi: float | None = None
+    major_neg_vol: float | None = None
+    major_neg_oi: float | None = None
+    net_gex_vol: float | None = None
+    """net GEX summed over strikes by volume, in the same USD-per-1 % unit as the ladder"""
+    net_gex_oi: float | None = None
 
 
 Event = Trade | Quote | BookUpdate | OptionQuote | GexLevels

@@ -73,6 +73,8 @@ async def test_redis_channels_carry_json_events(settings: Settings, redis_url: s
         "seq": 1,
         "exchange": None,
         "conditions": None,
+        "aggressor": None,
+        "flags": None,
         "type": "trade",
     }
     assert messages[2][1][0]["side"] == "B" and messages[2][1][0]["type"] == "book"

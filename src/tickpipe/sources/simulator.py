@@ -410,8 +410,12 @@ def _record_batch(
     kind: Kind, cols: dict[str, pa.Array | npt.NDArray[np.generic]]
 ) -> pa.RecordBatch:
     schema = SCHEMAS[kind]
-    arrays = [
-        col if isinstance(col, pa.Array) else pa.array(col, type=field.type)
-        for field, col in ((f, cols[f.name]) for f in schema)
-    ]
+    n = len(next(iter(cols.values())))
+    arrays = []
+    for field in schema:
+        col = cols.get(field.name)
+        if col is None:  # an optional field the simulator leaves empty
+            arrays.append(pa.nulls(n, field.type))
+        else:
+            arrays.append(col if isinstance(col, pa.Array) else pa.array(col, type=field.type))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

@@ -48,6 +48,7 @@ class Supervisor:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.finished = {s.name: asyncio.Event() for s in sources}
         """set when a source's ``run`` returned for good"""
+        self._started: set[str] = set()
         self._requests: dict[str, str] = {}
         """name -> "restart" | "stop": why this supervisor cancelled a source's task"""
 
@@ -73,17 +74,22 @@ class Supervisor:
     def _request(self, name: str, what: str) -> bool:
         if name not in self.sources:
             return False
-        self._requests[name] = what
+        pending = name in self._requests
+        self._requests[name] = what  # the latest request wins
         task = self._tasks.get(name)
-        if task is not None and not task.done():
-            task.cancel()
+        if not pending and name in self._started and task is not None and not task.done():
+            task.cancel()  # once: each cancel() counts, and uncancel() takes back only one
         return True
 
     async def _supervise(self, name: str) -> None:
         state = self.states[name]
         failures = 0
+        self._started.add(name)  # from here on a request may cancel this task
         while True:
             try:
+                if self._requests.pop(name, None) == "stop":  # asked before this task ran
+                    state.status = SourceStatus.STOPPED
+                    await self._parked(name)
                 failures = await self._attempt_and_backoff(name, failures)
                 if failures < 0:
                     return

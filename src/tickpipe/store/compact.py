@@ -82,7 +82,9 @@ class Compactor:
             return 0
         first = (layout.compact_range(run[0]) or (layout.segment_of(run[0]),))[0]
         last = max(layout.last_segment_in(f) for f in run)
-        table = pa.concat_tables(pq.read_table(f, partitioning=None) for f in run)
+        table = pa.concat_tables(
+            (pq.read_table(f, partitioning=None) for f in run), promote_options="default"
+        )
         target = part / f"{layout.compact_name(first, last)}{layout.LAKE_SUFFIX}"
         write_parquet(sort_for_lake(table), target, self._zstd)
         for path in run:  # at once: readers outside tickpipe do not know about covering

@@ -135,7 +135,9 @@ class Query:
         parts = []
         params: dict[str, object] = {}
         if files:
-            parts.append(f"SELECT {columns} FROM read_parquet($files_{dataset})")
+            parts.append(
+                f"SELECT {columns} FROM read_parquet($files_{dataset}, union_by_name = true)"
+            )
             params[f"files_{dataset}"] = files
         if journal is not None:
             con.register(f"journal_{dataset}", journal)
