@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import signal
@@ -213,7 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key by name; effective at once")
     revoke.add_argument("name")
     revoke.set_defaults(func=_cmd_keys_revoke)
+
+    imports = sub.add_parser("import", help="backfill history from files into the lake")
+    import_sub = imports.add_subparsers(dest="import_command", required=True)
+    for module in FEED_COMMANDS:
+        importlib.import_module(module).register(sub, import_sub)
     return parser
+
+
+FEED_COMMANDS = (
+    "tickpipe.sources.schwab.cli",
+    "tickpipe.sources.sierra.cli",
+)
+"""Feed modules that add commands: each has ``register(commands, import_commands)``, which
+adds its subparsers (``tickpipe schwab ...``, ``tickpipe import scid ...``) with ``func``
+set to a callable taking the parsed args and returning the exit code. They import their
+heavy dependencies inside those callables, so ``tickpipe --help`` stays fast."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

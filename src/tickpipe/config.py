@@ -243,6 +243,7 @@ class Settings(BaseSettings):
             "book": self.hot_capacity,
             "option": self.hot_option_capacity,
             "gex": 1_000,
+            "bars": self.hot_capacity,
         }
 
     def thresholds(self, symbol: str) -> QualityThresholds:

@@ -29,6 +29,7 @@ class Kind(StrEnum):
     BOOK = "book"
     OPTION = "option"
     GEX = "gex"
+    BAR = "bars"
 
 
 class TradeFlag:
@@ -143,7 +144,31 @@ class GexLevels:
     net_gex_oi: float | None = None
 
 
-Event = Trade | Quote | BookUpdate | OptionQuote | GexLevels
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bar:
+    """An OHLCV bar a feed delivers as such (Sierra Chart bar records), not one we rolled up.
+
+    ``ts_event`` is the bar's start; ``interval_s`` its length when the feed says (else None).
+    """
+
+    KIND: ClassVar[Kind] = Kind.BAR
+    ts_event: int
+    ts_recv: int
+    symbol: str
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    source: str
+    seq: int
+    trades: int | None = None
+    bid_volume: float | None = None
+    ask_volume: float | None = None
+    interval_s: float | None = None
+
+
+Event = Trade | Quote | BookUpdate | OptionQuote | GexLevels | Bar
 
 RECORDS: dict[Kind, type[Any]] = {
     Kind.TRADE: Trade,
@@ -151,6 +176,7 @@ RECORDS: dict[Kind, type[Any]] = {
     Kind.BOOK: BookUpdate,
     Kind.OPTION: OptionQuote,
     Kind.GEX: GexLevels,
+    Kind.BAR: Bar,
 }
 
 KEY_COLUMNS = ("source", "symbol", "ts_event", "seq")
@@ -160,6 +186,7 @@ PRICE_COLUMNS: dict[Kind, tuple[str, ...]] = {
     Kind.BOOK: ("price",),
     Kind.OPTION: ("bid", "ask"),
     Kind.GEX: ("spot",),
+    Kind.BAR: ("open", "high", "low", "close"),
 }
 SIZE_COLUMNS: dict[Kind, tuple[str, ...]] = {
     Kind.TRADE: ("size",),
@@ -167,6 +194,7 @@ SIZE_COLUMNS: dict[Kind, tuple[str, ...]] = {
     Kind.BOOK: ("size",),
     Kind.OPTION: ("volume", "open_interest"),
     Kind.GEX: (),
+    Kind.BAR: ("volume",),
 }
 
 _ARROW_TYPES: dict[Any, pa.DataType] = {

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 async def relay_redis_bus(settings: Settings, client: aioredis.Redis, bus: Bus) -> None:
     """Feed Redis pub/sub messages to this process's in-process subscribers."""
     by_channel: dict[str, list[Kind]] = {}
-    for kind in (Kind.TRADE, Kind.QUOTE, Kind.BOOK, Kind.OPTION, Kind.GEX):
+    for kind in Kind:
         by_channel.setdefault(keys.channel_for(kind, settings), []).append(kind)
     pubsub = client.pubsub()
     await pubsub.subscribe(*by_channel)

@@ -40,4 +40,5 @@ def channel_for(kind: Kind, settings: Settings) -> str:
         Kind.BOOK: settings.level2_channel,
         Kind.OPTION: settings.option_channel,
         Kind.GEX: settings.gex_channel,
+        Kind.BAR: settings.tick_channel,
     }[kind]

@@ -1,0 +1,1 @@
+"""Schwab Trader API feed (being built: see the Schwab issue)."""

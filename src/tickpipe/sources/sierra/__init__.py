@@ -1,0 +1,1 @@
+"""Sierra Chart feed (being built: see the Sierra Chart issue)."""
