@@ -59,12 +59,12 @@ def configure_logging(level: str) -> None:
 
 
 async def serve(settings: Settings, role: str = "all") -> None:
-    from tickpipe.api.app import context_from_pipeline, create_app
-    from tickpipe.pipeline import Pipeline
+    from tickpipe.api.app import create_app
+    from tickpipe.pipeline import Pipeline, api_context
 
     sock = bind_socket(settings.host, settings.port)  # a busy port fails before anything starts
     pipeline = Pipeline(settings)
-    ctx = context_from_pipeline(pipeline)
+    ctx = api_context(pipeline)
     app = create_app(ctx)
     if role == "ingest":
         app.router.routes = [

@@ -19,6 +19,7 @@ import orjson
 import pyarrow as pa
 import redis.asyncio as aioredis
 
+from tickpipe.api.context import ApiContext, GexAnswer
 from tickpipe.clock import Clock, SystemClock
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError
@@ -39,6 +40,7 @@ from tickpipe.store.hot import HotStore
 from tickpipe.store.hot_memory import MemoryHotStore
 from tickpipe.store.hot_redis import RedisHotStore
 from tickpipe.store.journal import Journal
+from tickpipe.store.keystore import KeyStore
 from tickpipe.store.lake import LakeWriter
 from tickpipe.store.query import Query
 
@@ -322,6 +324,7 @@ class Pipeline:
                     "bytes_written": self.journal.bytes_written,
                     "errors": self.hub.journal_errors,
                     "last_error": self.hub.last_error,
+                    "blocked_since": self.hub.journal_blocked_since,
                 },
                 "lake": {
                     "bytes": self.lake_bytes,
@@ -349,3 +352,23 @@ class Pipeline:
             "sinks": {sink.name: sink.stats() for sink in self.hub.sinks},
             "gex": self.gex.status(),
         }
+
+
+def api_context(pipeline: Pipeline) -> ApiContext:
+    """What the API of an ingest process reads: this pipeline's stores and state."""
+    settings = pipeline.settings
+
+    async def gex(underlying: str, category: str, basis: str) -> GexAnswer | None:
+        found = pipeline.gex.lookup(underlying, category, basis)
+        return None if found is None else GexAnswer(*found)
+
+    return ApiContext(
+        settings=settings,
+        query=pipeline.query,
+        keys=KeyStore(settings.keys_path),
+        bus=pipeline.bus,
+        status=pipeline.status,
+        restart_source=pipeline.supervisor.restart,
+        ready=pipeline.ready.is_set,
+        gex=gex,
+    )

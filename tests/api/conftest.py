@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 import uvicorn
 
-from tickpipe.api.app import context_from_pipeline, create_app
+from tickpipe.api.app import create_app
 from tickpipe.api.context import ApiContext
 from tickpipe.cli import _Server
 from tickpipe.config import Settings
 from tickpipe.events import Kind
-from tickpipe.pipeline import Pipeline
+from tickpipe.pipeline import Pipeline, api_context
 
 from ..conftest import free_port
 
@@ -42,7 +42,7 @@ class Api:
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[Api]:
     pipeline = Pipeline(settings, sources=[])
-    ctx = context_from_pipeline(pipeline)
+    ctx = api_context(pipeline)
     app = create_app(ctx)
     stop = asyncio.Event()
     run = asyncio.create_task(pipeline.run(stop))

@@ -10,12 +10,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from tickpipe import __version__
-from tickpipe.api import errors
-from tickpipe.api.context import ApiContext, GexAnswer
+from tickpipe.api import errors, observe
+from tickpipe.api.context import ApiContext
 from tickpipe.api.responses import OrjsonResponse
-from tickpipe.api.routes import admin, gex, quality, stream, ticks
-from tickpipe.pipeline import Pipeline
-from tickpipe.store.keystore import KeyStore
+from tickpipe.api.routes import admin, dashboard, gex, metrics, quality, stream, ticks
 
 DESCRIPTION = """
 Real-time and historical market data for models and backtests.
@@ -46,6 +44,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
+    observe.install(app, ctx)
 
     @app.get("/api/v1/health", tags=["status"])
     async def health() -> dict[str, Any]:
@@ -57,7 +56,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Services, sources, counters. Public, and holds no market data."""
         return ctx.status()
 
-    for module in (ticks, quality, stream, gex, admin):
+    for module in (ticks, quality, stream, gex, admin, metrics, dashboard):
         app.include_router(module.router)
     return app
 
@@ -68,22 +67,3 @@ def app_from_env() -> FastAPI:
     from tickpipe.config import load_settings
 
     return create_app(api_context(load_settings()))
-
-
-def context_from_pipeline(pipeline: Pipeline) -> ApiContext:
-    settings = pipeline.settings
-
-    async def gex(underlying: str, category: str, basis: str) -> GexAnswer | None:
-        found = pipeline.gex.lookup(underlying, category, basis)
-        return None if found is None else GexAnswer(*found)
-
-    return ApiContext(
-        settings=settings,
-        query=pipeline.query,
-        keys=KeyStore(settings.keys_path),
-        bus=pipeline.bus,
-        status=pipeline.status,
-        restart_source=pipeline.supervisor.restart,
-        ready=pipeline.ready.is_set,
-        gex=gex,
-    )

@@ -1,0 +1,7 @@
+"""The dashboard routes (filled in by the dashboard issue)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
