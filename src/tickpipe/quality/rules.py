@@ -2,6 +2,20 @@
 
 Rules run cheap first and each rejected row carries the first rule it failed. The order
 is the contract: a NaN price is reported as ``non_finite``, not as ``crossed``.
+
+Verdicts do not depend on how a stream is split into batches: every rule that looks back
+reads only what the stage carries between batches, defined per event, never per batch.
+
+- ``duplicate``: seq at or below the highest seq seen before (any verdict but duplicate).
+- ``out_of_order``: ts_event below the latest ts_event of the earlier *candidates*.
+- ``outlier``: a candidate whose price is further from the median of the previous
+  ``outlier_window`` candidate prices than both ``outlier_pct`` of it and ``outlier_k``
+  times the typical move (the mean absolute move over the previous ``DEV_WINDOW``
+  candidate prices).
+
+A *candidate* is an event that passed every rule before ``outlier``. Outliers stay in the
+look-back on purpose: a genuine repricing is accepted once it holds for about half a
+window, while a lone spike never moves the median.
 """
 
 from __future__ import annotations
@@ -14,6 +28,9 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
 from tickpipe.columnar import segmented_prev_max
+
+DEV_WINDOW = 32
+"""candidate moves averaged into the typical move"""
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
@@ -61,7 +78,8 @@ class GroupState:
     last_seq: IntArray
     last_ts: IntArray
     tails: list[FloatArray]
-    dev: FloatArray
+    """per group, the last ``tail_length(window)`` candidate prices (NaN-padded)"""
+    windows: IntArray
     future_ns: IntArray
     max_age_ns: IntArray
     outlier_pct: FloatArray
@@ -73,6 +91,8 @@ class Verdict:
     rule: npt.NDArray[np.int8]
     ref: FloatArray
     """the outlier rule's reference price per row (NaN where it did not apply)"""
+    candidate: BoolArray
+    """rows that passed every rule before ``outlier``: what the look-back carries"""
 
     @property
     def accepted(self) -> BoolArray:
@@ -116,33 +136,46 @@ def evaluate(cols: Columns, state: GroupState, now_ns: int) -> Verdict:
     prev_ts = segmented_prev_max(candidate_ts, state.starts, state.last_ts)
     apply(ts < prev_ts, Rule.OUT_OF_ORDER)
 
+    candidate = rule == 0
     ref = np.full(n, np.nan)
     if cols.reference is not None:
-        ref = _outlier_reference(cols.reference, rule == 0, state)
+        ref, dev = _look_back(cols.reference, candidate, state)
         with np.errstate(invalid="ignore"):
             jump = np.abs(cols.reference - ref)
-            limit = np.maximum(
-                state.outlier_k[group] * state.dev[group], state.outlier_pct[group] * ref
-            )
+            limit = np.maximum(state.outlier_k[group] * dev, state.outlier_pct[group] * ref)
             apply(jump > limit, Rule.OUTLIER)
-    return Verdict(rule=rule, ref=ref)
+    return Verdict(rule=rule, ref=ref, candidate=candidate)
 
 
-def _outlier_reference(values: FloatArray, candidate: BoolArray, state: GroupState) -> FloatArray:
-    """Median of the previous ``w`` candidate values in each group (robust to one spike)."""
+def tail_length(window: int) -> int:
+    """Candidate prices carried per group: enough for the median and the typical move."""
+    return max(window, DEV_WINDOW + 1)
+
+
+def _look_back(
+    values: FloatArray, candidate: BoolArray, state: GroupState
+) -> tuple[FloatArray, FloatArray]:
+    """Per candidate row: the median of the previous ``w`` candidate values and the mean
+    absolute move over the previous ``DEV_WINDOW`` (0 before there is any)."""
     n = values.size
     ref = np.full(n, np.nan)
+    dev = np.zeros(n)
     ends = np.r_[state.starts[1:], n]
     for g, (start, end) in enumerate(zip(state.starts, ends, strict=True)):
         rows = np.flatnonzero(candidate[start:end]) + start
         if rows.size == 0:
             continue
-        tail = state.tails[g]
+        tail, w = state.tails[g], int(state.windows[g])
         ext = np.concatenate((tail, values[rows]))
-        windows = sliding_window_view(ext, tail.size)[: rows.size]
+        k = tail.size
+        medians = sliding_window_view(ext[k - w :], w)[: rows.size]
+        moves = np.abs(np.diff(ext[k - DEV_WINDOW - 1 :]))
+        recent = sliding_window_view(moves, DEV_WINDOW)[: rows.size]
         with np.errstate(all="ignore"):
-            ref[rows] = _nan_median_rows(windows)
-    return ref
+            ref[rows] = _nan_median_rows(medians)
+            counted = np.sum(~np.isnan(recent), axis=1)
+            dev[rows] = np.where(counted > 0, np.nansum(recent, axis=1) / np.maximum(counted, 1), 0)
+    return ref, dev
 
 
 def _nan_median_rows(windows: FloatArray) -> FloatArray:
@@ -157,15 +190,17 @@ def _nan_median_rows(windows: FloatArray) -> FloatArray:
 
 
 def time_gaps(
-    ts: IntArray, accepted: BoolArray, starts: IntArray, last_ts: IntArray, gap_ns: IntArray
+    ts: IntArray, candidate: BoolArray, starts: IntArray, last_ts: IntArray, gap_ns: IntArray
 ) -> tuple[IntArray, IntArray, IntArray]:
-    """Rows that end a silence longer than the group's limit: (row, gap_start_ns, group)."""
+    """Candidate rows that end a silence longer than the group's limit:
+    (row, gap_start_ns, group). The silence is measured between candidates, so an outlier
+    print still shows that the feed was alive."""
     n = ts.size
     group = _group_index(starts, n)
-    marked = np.where(accepted, ts, np.iinfo(np.int64).min)
+    marked = np.where(candidate, ts, np.iinfo(np.int64).min)
     prev = segmented_prev_max(marked, starts, last_ts)
     has_prev = prev > np.iinfo(np.int64).min
-    hit = accepted & has_prev & ((ts - prev) > gap_ns[group])
+    hit = candidate & has_prev & ((ts - prev) > gap_ns[group])
     rows = np.flatnonzero(hit)
     return rows, prev[rows], group[rows]
 

@@ -22,7 +22,16 @@ from tickpipe.columnar import Grouped, group_by_symbol
 from tickpipe.config import QualityThresholds, Settings
 from tickpipe.datasets import GAP_SCHEMA, QUARANTINE_SCHEMA
 from tickpipe.events import PRICE_COLUMNS, SCHEMAS, SIZE_COLUMNS, Kind
-from tickpipe.quality.rules import Columns, GroupState, Rule, evaluate, sequence_gaps, time_gaps
+from tickpipe.quality.rules import (
+    Columns,
+    GroupState,
+    Rule,
+    Verdict,
+    evaluate,
+    sequence_gaps,
+    tail_length,
+    time_gaps,
+)
 
 GAP_KINDS = frozenset({Kind.TRADE, Kind.QUOTE})
 """kinds whose silences are gaps; options and book levels may rest for long by nature"""
@@ -37,8 +46,10 @@ BAD_SCHEMA = "bad_schema"
 class _SymbolState:
     last_seq: int
     last_ts: int
+    """latest ts_event of a candidate (see rules.py): the out-of-order and gap floor"""
     tail: npt.NDArray[np.float64]
-    dev: float
+    """the last candidate prices, NaN-padded: the outlier rule's look-back"""
+    window: int
 
 
 @dataclasses.dataclass
@@ -114,7 +125,7 @@ class QualityStage:
         state = self._state.get(key)
         if state is None:
             window = self._settings.thresholds(symbol).outlier_window
-            state = _SymbolState(0, _NO_TS, np.full(window, np.nan), 0.0)
+            state = _SymbolState(0, _NO_TS, np.full(tail_length(window), np.nan), window)
             self._state[key] = state
         return state
 
@@ -156,8 +167,8 @@ class QualityStage:
         group_state = _gather(grouped, states, limits)
         verdict = evaluate(cols, group_state, now)
         ok = verdict.accepted
-        gap_batch = self._gaps(source, kind, grouped, cols, verdict.rule, group_state, limits)
-        self._update(grouped, states, cols, ok, verdict.rule)
+        gap_batch = self._gaps(source, kind, grouped, cols, verdict, group_state, limits)
+        self._update(grouped, states, cols, verdict)
         label = kind.value
         n_ok = int(ok.sum())
         self.accepted[(source, label)] += n_ok
@@ -179,13 +190,13 @@ class QualityStage:
         kind: Kind,
         grouped: Grouped,
         cols: Columns,
-        rule: npt.NDArray[np.int8],
+        verdict: Verdict,
         state: GroupState,
         limits: list[QualityThresholds],
     ) -> pa.RecordBatch | None:
         symbols = np.array(grouped.symbols, dtype=object)
         parts: list[dict[str, object]] = []
-        seq_rows, missing = sequence_gaps(cols.seq, rule, state.starts, state.last_seq)
+        seq_rows, missing = sequence_gaps(cols.seq, verdict.rule, state.starts, state.last_seq)
         if seq_rows.size:
             seq_group = grouped.codes[seq_rows]
             parts.append(
@@ -202,7 +213,7 @@ class QualityStage:
         if kind in GAP_KINDS:
             gap_ns = np.array([int(lim.gap_seconds * NS_PER_SECOND) for lim in limits], np.int64)
             rows, start, group = time_gaps(
-                cols.ts_event, rule == Rule.OK, state.starts, state.last_ts, gap_ns
+                cols.ts_event, verdict.candidate, state.starts, state.last_ts, gap_ns
             )
             if rows.size:
                 parts.append(
@@ -228,31 +239,25 @@ class QualityStage:
         return _to_schema(frame.to_arrow(), GAP_SCHEMA)
 
     def _update(
-        self,
-        grouped: Grouped,
-        states: list[_SymbolState],
-        cols: Columns,
-        ok: npt.NDArray[np.bool_],
-        rule: npt.NDArray[np.int8],
+        self, grouped: Grouped, states: list[_SymbolState], cols: Columns, verdict: Verdict
     ) -> None:
-        """Carry state to the next batch: seq over non-duplicates, time and prices over accepted."""
-        fresh = rule != Rule.DUPLICATE
+        """Carry the look-back to the next batch, exactly as the rules define it: seq over
+        every non-duplicate, time and prices over candidates (see rules.py)."""
+        fresh = verdict.rule != Rule.DUPLICATE
+        candidate = verdict.candidate
         ends = np.r_[grouped.starts[1:], cols.ts_event.size]
         for state, start, end in zip(states, grouped.starts, ends, strict=True):
             seg_fresh = fresh[start:end]
             if seg_fresh.any():
                 state.last_seq = max(state.last_seq, int(cols.seq[start:end][seg_fresh].max()))
-            seg_ok = ok[start:end]
-            if not seg_ok.any():
+            seg = candidate[start:end]
+            if not seg.any():
                 continue
-            state.last_ts = max(state.last_ts, int(cols.ts_event[start:end][seg_ok].max()))
+            state.last_ts = max(state.last_ts, int(cols.ts_event[start:end][seg].max()))
             if cols.reference is not None:
-                values = cols.reference[start:end][seg_ok]
-                w = state.tail.size
-                state.tail = np.concatenate((state.tail, values))[-w:]
-                if values.size > 1:
-                    moves = float(np.mean(np.abs(np.diff(values))))
-                    state.dev = moves if state.dev == 0 else 0.9 * state.dev + 0.1 * moves
+                values = cols.reference[start:end][seg]
+                k = state.tail.size
+                state.tail = np.concatenate((state.tail, values))[-k:]
 
 
 def _columns(kind: Kind, batch: pa.RecordBatch) -> Columns:
@@ -287,7 +292,7 @@ def _gather(
         last_seq=np.array([s.last_seq for s in states], np.int64),
         last_ts=np.array([s.last_ts for s in states], np.int64),
         tails=[s.tail for s in states],
-        dev=np.array([s.dev for s in states]),
+        windows=np.array([s.window for s in states], np.int64),
         future_ns=np.array([int(t.future_tolerance_s * NS_PER_SECOND) for t in limits], np.int64),
         max_age_ns=np.array([int(t.max_age_s * NS_PER_SECOND) for t in limits], np.int64),
         outlier_pct=np.array([t.outlier_pct for t in limits]),
