@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
@@ -42,6 +40,7 @@ from tickpipe.store.hot_redis import RedisHotStore
 from tickpipe.store.journal import Journal
 from tickpipe.store.keystore import KeyStore
 from tickpipe.store.lake import LakeWriter
+from tickpipe.store.lock import lock_data_dir
 from tickpipe.store.query import Query
 
 log = logging.getLogger(__name__)
@@ -139,31 +138,9 @@ class Pipeline:
         """One delivery on behalf of ``source`` (tools and tests without a context)."""
         await self.submit(source, batches)
 
-    def _lock_data_dir(self) -> None:
-        """One ingest process per data dir: a second one would close the first one's open
-        journal segments under it. The lock dies with the process, however it ends."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        path = self.settings.data_dir / "ingest.lock"
-        handle = open(path, "a+")  # noqa: SIM115 - held for the life of the process
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            owner = handle.read().strip() or "another process"
-            handle.close()
-            raise ConfigError(
-                f"{self.settings.data_dir} is in use by tickpipe ingest process {owner}: stop it, or "
-                "set TICKPIPE_DATA_DIR to another directory (API-only processes: --role api)"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._lock = handle
-
     async def recover(self) -> None:
         """Flush what a previous run left in the journal, then resume quality state."""
-        self._lock_data_dir()
+        self._lock = lock_data_dir(self.settings.data_dir, "running the pipeline")
         if self._redis is not None:
             try:
                 await self._redis.ping()

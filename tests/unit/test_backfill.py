@@ -1,0 +1,124 @@
+"""`tickpipe import` backfill: old history lands in the lake exactly once, resumably."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from tickpipe.backfill import run_backfill
+from tickpipe.clock import NS_PER_SECOND
+from tickpipe.config import Settings
+from tickpipe.errors import ConfigError
+from tickpipe.events import Kind, Trade, to_batch
+from tickpipe.sources.base import SourceContext, SourcePolicy
+from tickpipe.store.lock import lock_data_dir
+from tickpipe.store.query import Query
+
+OLD_DAY_NS = int(dt.datetime(2021, 3, 4, 15, tzinfo=dt.UTC).timestamp()) * NS_PER_SECOND
+
+
+class FileImporter:
+    """Emits ``total`` trades from 2021 in chunks with a record-offset checkpoint; can be
+    told to fail after a number of chunks (a stopped import)."""
+
+    name = "history"
+    policy = SourcePolicy(idle_timeout_s=None)
+
+    def __init__(self, total: int, chunk: int, fail_after_chunks: int | None = None) -> None:
+        self.total, self.chunk, self.fail_after = total, chunk, fail_after_chunks
+        self.started_at: int | None = None
+
+    async def run(self, ctx: SourceContext) -> None:
+        offset = int((ctx.checkpoint or {}).get("offset", 0))
+        self.started_at = offset
+        ctx.info(progress_total=self.total)
+        chunks = 0
+        while offset < self.total:
+            end = min(offset + self.chunk, self.total)
+            rows = [
+                Trade(
+                    OLD_DAY_NS + i * 1000,
+                    OLD_DAY_NS + i * 1000,
+                    "/ESH21",
+                    3800.0 + (i % 4) * 0.25,
+                    1,
+                    "x",
+                    i + 1,
+                )
+                for i in range(offset, end)
+            ]
+            await ctx.emit({Kind.TRADE: to_batch(Kind.TRADE, rows)}, checkpoint={"offset": end})
+            offset = end
+            ctx.info(progress_done=offset)
+            chunks += 1
+            if self.fail_after is not None and chunks >= self.fail_after:
+                raise OSError("disk unplugged")
+
+
+def lake_trades(settings: Settings) -> list[tuple[int, int]]:
+    query = Query(settings.lake_dir, settings.journal_dir, None)  # type: ignore[arg-type]
+    table = query.sql(
+        "SELECT seq, ts_event FROM read_parquet($f) ORDER BY seq",
+        {"f": [p.as_posix() for p in settings.lake_dir.glob("trade/*/*.parquet")]},
+    )
+    return list(
+        zip(table.column("seq").to_pylist(), table.column("ts_event").to_pylist(), strict=True)
+    )
+
+
+async def test_history_years_old_is_accepted_not_quarantined_as_ancient(settings: Settings) -> None:
+    report = await run_backfill(settings, [FileImporter(5_000, 1_000)])
+    (only,) = report.sources
+    assert only.complete and only.accepted == {"trade": 5_000} and only.quarantined == 0
+    assert [seq for seq, _ in lake_trades(settings)] == list(range(1, 5_001))
+
+
+async def test_importing_the_same_history_twice_adds_nothing(settings: Settings) -> None:
+    await run_backfill(settings, [FileImporter(3_000, 1_000)])
+    again = FileImporter(3_000, 1_000)
+    report = await run_backfill(settings, [again])
+    assert again.started_at == 3_000  # resumed from its checkpoint: nothing left to read
+    assert report.sources[0].accepted == {} and len(lake_trades(settings)) == 3_000
+
+
+async def test_rows_the_lake_already_holds_are_skipped_even_without_a_checkpoint(
+    settings: Settings,
+) -> None:
+    await run_backfill(settings, [FileImporter(2_000, 500)])
+    forgetful = FileImporter(2_500, 500)
+    forgetful.name = "history"
+    (settings.lake_dir / "checkpoints").rename(settings.data_dir / "checkpoints-moved")
+    report = await run_backfill(settings, [forgetful])
+    assert report.sources[0].duplicates == 2_000 and report.sources[0].accepted == {"trade": 500}
+    assert [seq for seq, _ in lake_trades(settings)] == list(range(1, 2_501))
+
+
+async def test_a_stopped_import_resumes_to_the_same_result(settings: Settings) -> None:
+    with pytest.raises(ExceptionGroup) as failed:
+        await run_backfill(settings, [FileImporter(4_000, 1_000, fail_after_chunks=2)])
+    assert failed.group_contains(OSError)
+    assert len(lake_trades(settings)) == 2_000  # what was committed is in the lake
+    resumed = FileImporter(4_000, 1_000)
+    report = await run_backfill(settings, [resumed])
+    assert resumed.started_at == 2_000 and report.sources[0].complete
+    assert [seq for seq, _ in lake_trades(settings)] == list(range(1, 4_001))
+
+
+async def test_an_import_refuses_while_the_pipeline_holds_the_data_dir(settings: Settings) -> None:
+    held = lock_data_dir(settings.data_dir, "running the pipeline")
+    try:
+        with pytest.raises(ConfigError, match="in use by tickpipe process"):
+            await run_backfill(settings, [FileImporter(10, 10)])
+    finally:
+        held.close()
+
+
+async def test_imported_history_is_queryable_at_once(settings: Settings) -> None:
+    await run_backfill(settings, [FileImporter(1_000, 1_000)])
+    query = Query(settings.lake_dir, settings.journal_dir, None)  # type: ignore[arg-type]
+    bars = await asyncio.to_thread(
+        query.bars, ["/ESH21"], OLD_DAY_NS, OLD_DAY_NS + 60 * NS_PER_SECOND, "1m"
+    )
+    assert bars.column("volume").to_pylist() == [1_000]
