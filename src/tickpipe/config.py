@@ -116,6 +116,17 @@ class Settings(BaseSettings):
         110.0, gt=0, validation_alias="SCHWAB_REQUESTS_PER_MINUTE"
     )
     stale_after_s: float = Field(15.0, gt=0, description="a symbol older than this is stale")
+    schwab_env_file: Path = Field(
+        Path(".env"),
+        validation_alias="SCHWAB_ENV_FILE",
+        description="the .env whose SCHWAB_REFRESH_TOKEN line the token store keeps current",
+    )
+    schwab_equity_size_multiplier: float = Field(
+        1.0,
+        gt=0,
+        validation_alias="SCHWAB_EQUITY_SIZE_MULTIPLIER",
+        description="LEVELONE_EQUITIES bid/ask sizes x this (100 if your stream sends lots)",
+    )
 
     # --- TastyTrade (issue: TastyTrade feed) ------------------------------------------
     tastytrade_enabled: bool = Field(False, validation_alias="TASTYTRADE_ENABLED")
