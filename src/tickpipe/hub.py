@@ -80,7 +80,7 @@ class Sink:
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
-        text = str(exc) or type(exc).__name__
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         if isinstance(exc, TimeoutError):
             text = f"no answer within {SINK_TIMEOUT_S:.0f}s"
         self.last_error = text

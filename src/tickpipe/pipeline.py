@@ -42,17 +42,12 @@ from tickpipe.store.keystore import KeyStore
 from tickpipe.store.lake import LakeWriter
 from tickpipe.store.lock import lock_data_dir
 from tickpipe.store.query import Query
+from tickpipe.store.redis_conn import redis_client
 
 log = logging.getLogger(__name__)
 
 FLUSH_TICK_S = 1.0
 SEED_LOOKBACK_DAYS = 3
-
-
-def redis_client(settings: Settings) -> aioredis.Redis | None:
-    if not settings.redis_url:
-        return None
-    return aioredis.Redis.from_url(settings.redis_url)
 
 
 class Pipeline:

@@ -54,7 +54,7 @@ async def test_a_second_ingest_process_on_the_same_data_refuses(tmp_path: Path) 
     stop = asyncio.Event()
     task = asyncio.create_task(first.run(stop))
     await first.ready.wait()
-    with pytest.raises(ConfigError, match="in use by tickpipe ingest process"):
+    with pytest.raises(ConfigError, match="in use by tickpipe process"):
         await Pipeline(settings).recover()
     stop.set()
     await task

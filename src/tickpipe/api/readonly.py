@@ -27,6 +27,7 @@ from tickpipe.store.bus import Bus
 from tickpipe.store.hot_redis import RedisHotStore
 from tickpipe.store.keystore import KeyStore
 from tickpipe.store.query import Query
+from tickpipe.store.redis_conn import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ def api_context(settings: Settings) -> ApiContext:
             "--role api needs TICKPIPE_REDIS_URL: API processes share Redis with the ingest "
             "process (in-memory mode runs as one process: use --role all)"
         )
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
+    assert client is not None
     hot = RedisHotStore(client, settings.hot_capacities())
     bus = Bus(settings)  # in-process fan-out only: this process never publishes
     status_cache: dict[str, Any] = {}

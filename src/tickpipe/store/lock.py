@@ -23,7 +23,7 @@ def lock_data_dir(data_dir: Path, what: str) -> TextIO:
         owner = handle.read().strip() or "another process"
         handle.close()
         raise ConfigError(
-            f"{data_dir} is in use by tickpipe process {owner}: stop it before {what}, or set "
+            f"{data_dir} is in use by tickpipe process {owner}: stop it first, or set "
             "TICKPIPE_DATA_DIR to another directory (API-only processes: --role api)"
         ) from None
     handle.seek(0)
