@@ -166,8 +166,11 @@ class Settings(BaseSettings):
     # --- Sierra Chart (issue: Sierra Chart source) ------------------------------------
     sierra_scid_dir: Path | None = Field(None, validation_alias="SIERRA_SCID_DIR")
     sierra_symbols: CommaList = Field(default_factory=list, validation_alias="SIERRA_SYMBOLS")
-    sierra_tick_sizes: dict[str, float] = Field(
+    sierra_tick_sizes: Annotated[dict[str, float], NoDecode] = Field(
         default_factory=dict, validation_alias="SIERRA_TICK_SIZES"
+    )
+    sierra_poll_interval_s: float = Field(
+        0.2, gt=0, le=5, validation_alias="SIERRA_POLL_INTERVAL_S"
     )
     sierra_dtc_host: str | None = Field(None, validation_alias="SIERRA_DTC_HOST")
     sierra_dtc_port: int = Field(11099, ge=1, le=65535, validation_alias="SIERRA_DTC_PORT")
@@ -177,6 +180,31 @@ class Settings(BaseSettings):
     sierra_dtc_symbols: CommaList = Field(
         default_factory=list, validation_alias="SIERRA_DTC_SYMBOLS"
     )
+    sierra_dtc_username: str = Field("", validation_alias="SIERRA_DTC_USERNAME")
+    sierra_dtc_password: SecretStr | None = Field(None, validation_alias="SIERRA_DTC_PASSWORD")
+    sierra_dtc_heartbeat_s: float = Field(
+        10.0, gt=0, le=300, validation_alias="SIERRA_DTC_HEARTBEAT_S"
+    )
+
+    @field_validator("sierra_tick_sizes", mode="before")
+    @classmethod
+    def _tick_sizes(cls, value: Any) -> Any:
+        """``ESZ25=0.25,NQZ25=0.25`` as well as a JSON object."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("{"):
+            import json
+
+            return json.loads(text)
+        pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+        bad = [k for k, sep, _ in pairs if not sep]
+        if bad:
+            raise ValueError(
+                f"SIERRA_TICK_SIZES: write SYMBOL=TICK, e.g. ESZ25=0.25; got {bad[0]!r}"
+            )
+        return {k.strip(): v.strip() for k, _, v in pairs}
+
     # ----------------------------------------------------------------------------------
 
     journal_segment_seconds: float = Field(10.0, gt=0)
