@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import uvicorn
 
@@ -149,16 +150,43 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def _key_store(args: argparse.Namespace) -> KeyStore:
+def _data_dir_origin(settings: Settings) -> str:
+    """Where ``tickpipe run`` (the same ``load_settings``) got its data dir from."""
+    if os.environ.get("TICKPIPE_DATA_DIR"):
+        return "TICKPIPE_DATA_DIR"
+    env_file = Path(".env")
+    if env_file.is_file() and any(
+        line.strip().startswith("TICKPIPE_DATA_DIR=")
+        for line in env_file.read_text(errors="replace").splitlines()
+    ):
+        return f"TICKPIPE_DATA_DIR in {env_file.resolve()}"
+    return f"the default ./data under {Path.cwd()}"
+
+
+def _key_store(*, create: bool = False) -> tuple[Settings, KeyStore]:
+    """The key database of the data dir ``tickpipe run`` would use here, named on stderr.
+    Only ``create`` makes one; listing or revoking where there is none is an error, not a
+    new empty database in whatever directory the command ran from."""
     settings = load_settings()
-    return KeyStore(settings.keys_path)
+    path = settings.keys_path
+    where = f"{path.resolve()} (data dir from {_data_dir_origin(settings)})"
+    if not path.exists():
+        if not create:
+            raise ConfigError(
+                f"no key database at {where}: run this where you run `tickpipe run`, or set "
+                "TICKPIPE_DATA_DIR to its data directory"
+            )
+        print(f"creating the key database {where}", file=sys.stderr)
+    else:
+        print(f"using the key database {where}", file=sys.stderr)
+    return settings, KeyStore(path)
 
 
 def _cmd_keys_create(args: argparse.Namespace) -> int:
-    settings = load_settings()
-    store = KeyStore(settings.keys_path)
+    settings, store = _key_store(create=True)
     scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
-    token, key = store.create(args.name, scopes, args.rate_limit or settings.api_default_rate_limit)
+    rate = settings.api_default_rate_limit if args.rate_limit is None else args.rate_limit
+    token, key = store.create(args.name, scopes, rate)
     print(token)
     print(
         f"key {key.name!r} created with scopes {','.join(sorted(key.scopes))} and "
@@ -169,7 +197,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_list(args: argparse.Namespace) -> int:
-    keys = _key_store(args).list()
+    keys = _key_store()[1].list()
     if not keys:
         print("no keys yet: tickpipe keys create --name NAME --scopes read", file=sys.stderr)
     for key in keys:
@@ -181,7 +209,7 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
-    key = _key_store(args).revoke(args.name)
+    key = _key_store()[1].revoke(args.name)
     print(f"revoked {key.name!r}", file=sys.stderr)
     return 0
 
@@ -206,7 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", help="create a key and print it once")
     create.add_argument("--name", required=True)
     create.add_argument("--scopes", default="read", help="comma-separated: read, stream, admin")
-    create.add_argument("--rate-limit", type=float, help="requests per second (default 1000)")
+    create.add_argument(
+        "--rate-limit",
+        type=float,
+        help="requests per second, 0.01 to 100000 (default TICKPIPE_API_DEFAULT_RATE_LIMIT)",
+    )
     create.set_defaults(func=_cmd_keys_create)
     keys_sub.add_parser("list", help="list keys (never their secrets)").set_defaults(
         func=_cmd_keys_list

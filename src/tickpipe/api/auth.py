@@ -14,11 +14,15 @@ from fastapi import Request, WebSocket
 from starlette.requests import HTTPConnection
 
 from tickpipe.api.errors import ApiError
-from tickpipe.store.keystore import ApiKey, KeyStore
+from tickpipe.store.keystore import RATE_LIMIT_MAX, RATE_LIMIT_MIN, ApiKey, KeyStore
 
 
 class RateLimiter:
-    """Token buckets keyed by API-key id; capacity one second's worth of requests."""
+    """Token buckets keyed by API-key id; capacity one second's worth of requests, and at
+    least one request (a key limited to 0.1/s may send one every 10 s).
+
+    The rate is clamped into the key store's range, so a row written before that range was
+    enforced (5e-324, inf) still yields a finite wait, never an overflow."""
 
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -27,8 +31,11 @@ class RateLimiter:
         """0 if allowed, else the seconds to wait."""
         now = time.monotonic() if now is None else now
         rate = key.rate_limit
-        tokens, last = self._buckets.get(key.id, (rate, now))
-        tokens = min(rate, tokens + (now - last) * rate)
+        if not RATE_LIMIT_MIN <= rate <= RATE_LIMIT_MAX:  # also false for NaN
+            rate = RATE_LIMIT_MAX if rate > RATE_LIMIT_MAX else RATE_LIMIT_MIN
+        capacity = max(rate, 1.0)
+        tokens, last = self._buckets.get(key.id, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * rate)
         if tokens >= 1:
             self._buckets[key.id] = (tokens - 1, now)
             return 0.0
@@ -88,6 +95,7 @@ def require(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
     async def dependency(request: Request) -> ApiKey:
         return authorize_request(request, scope)
 
+    dependency.tickpipe_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI
     return dependency
 
 

@@ -1,4 +1,9 @@
-"""Parsing and checking query parameters; every refusal names the parameter and the fix."""
+"""Parsing and checking query parameters; every refusal names the parameter and the fix.
+
+Errors quote at most ``QUOTE_CHARS`` characters of what was sent (a 60 KB symbol must not
+come back as a 60 KB error). Times are bounded to what int64 nanoseconds can hold, so no
+value that passes here can overflow a date, a partition name or an Arrow scalar later.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +17,59 @@ from tickpipe.events import Kind
 from tickpipe.symbols import parse_symbol_list
 
 NS = 1_000_000_000
+QUOTE_CHARS = 100
+MIN_TIME_NS = 0
+MAX_TIME_NS = 2**63 - 1
+"""1970-01-01 to 2262-04-11: the span of int64 nanoseconds since the epoch."""
+MAX_SYMBOL_CHARS = 32
+"""longer than any canonical symbol (an OCC option symbol has 21 characters)"""
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def quote(value: str) -> str:
+    """``value`` for an error message: repr of at most the first ``QUOTE_CHARS`` characters."""
+    if len(value) <= QUOTE_CHARS:
+        return repr(value)
+    return f"{value[:QUOTE_CHARS]!r}… ({len(value):,} characters)"
 
 
 def parse_time(value: str, name: str) -> int:
     """ISO-8601 (``2026-11-26T14:30:00Z``, offsets allowed, naive means UTC), a date
-    (``2026-11-26``, midnight UTC), or integer nanoseconds since the Unix epoch."""
+    (``2026-11-26``, midnight UTC), or integer nanoseconds since the Unix epoch; between
+    1970-01-01 and 2262-04-11 (what int64 nanoseconds hold)."""
     text = value.strip()
     if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        if len(text) == 10:
-            day = dt.date.fromisoformat(text)
-            stamp = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-        else:
-            stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-            if stamp.tzinfo is None:
-                stamp = stamp.replace(tzinfo=dt.UTC)
-    except ValueError:
-        raise QueryError(
-            f"{name}={value!r} is not a time: use ISO-8601 (2026-11-26T14:30:00Z), "
-            "a date (2026-11-26) or integer nanoseconds",
-            code="bad_time",
-        ) from None
-    delta = stamp - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-    return (delta.days * 86_400 + delta.seconds) * NS + delta.microseconds * 1000
+        if len(text) > 20:
+            _out_of_range(name, value)
+        ns = int(text)
+    else:
+        try:
+            if len(text) == 10:
+                day = dt.date.fromisoformat(text)
+                stamp = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            else:
+                stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+                if stamp.tzinfo is None:
+                    stamp = stamp.replace(tzinfo=dt.UTC)
+            delta = stamp - _EPOCH
+        except (ValueError, OverflowError):
+            raise QueryError(
+                f"{name}={quote(value)} is not a time: use ISO-8601 (2026-11-26T14:30:00Z), "
+                "a date (2026-11-26) or integer nanoseconds",
+                code="bad_time",
+            ) from None
+        ns = (delta.days * 86_400 + delta.seconds) * NS + delta.microseconds * 1000
+    if not MIN_TIME_NS <= ns <= MAX_TIME_NS:
+        _out_of_range(name, value)
+    return ns
+
+
+def _out_of_range(name: str, value: str) -> None:
+    raise QueryError(
+        f"{name}={quote(value)} is out of range: times run from 1970-01-01 to 2262-04-11 "
+        f"(0 to {MAX_TIME_NS} ns)",
+        code="bad_time",
+    )
 
 
 def parse_range(
@@ -54,23 +88,47 @@ def parse_range(
     return start_ns, end_ns
 
 
-def parse_types(value: str | None, default: tuple[Kind, ...]) -> list[Kind]:
-    if not value:
+def parse_types(value: str | None, default: tuple[Kind, ...], name: str = "types") -> list[Kind]:
+    """Absent means ``default``; present but empty is refused, like every empty list."""
+    if value is None:
         return list(default)
+    parts = [p.strip().lower() for p in value.split(",") if p.strip()]
+    if not parts:
+        raise QueryError(
+            f"{name} is empty: leave it out for {','.join(k.value for k in default)}, or name "
+            f"some of {', '.join(k.value for k in Kind)}",
+            code="bad_type",
+        )
     kinds = []
-    for part in value.split(","):
-        part = part.strip().lower()
+    for part in parts:
         try:
             kinds.append(Kind(part))
         except ValueError:
             raise QueryError(
-                f"unknown type {part!r}; use {', '.join(k.value for k in Kind)}", code="bad_type"
+                f"unknown type {quote(part)}; use {', '.join(k.value for k in Kind)}",
+                code="bad_type",
             ) from None
     return list(dict.fromkeys(kinds))
 
 
 def parse_symbols(value: str) -> list[str]:
+    """Comma-separated canonical symbols (at most 100); an empty list is refused."""
+    for part in value.split(","):
+        if len(part.strip()) > MAX_SYMBOL_CHARS:
+            raise QueryError(
+                f"not a canonical symbol: {quote(part.strip())}", code="bad_symbol"
+            ) from None
+    if not value.strip(" ,"):
+        raise QueryError(
+            "symbols is empty: name at least one (e.g. symbols=SPY)", code="bad_symbol"
+        )
     return parse_symbol_list(value)
+
+
+def parse_optional_symbols(value: str | None) -> list[str] | None:
+    """Absent means every symbol; present but empty is refused (``symbols=`` is a mistake,
+    not a wildcard)."""
+    return None if value is None else parse_symbols(value)
 
 
 Cursor = tuple[int, str, str, str, int]
@@ -83,8 +141,13 @@ def encode_cursor(row: Cursor) -> str:
 
 def decode_cursor(text: str) -> Cursor:
     try:
+        if len(text) > 2048:
+            raise ValueError("too long")
         raw = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         ts, kind, symbol, source, seq = raw
-        return int(ts), str(kind), str(symbol), str(source), int(seq)
+        cursor = int(ts), str(kind), str(symbol), str(source), int(seq)
+        if not (MIN_TIME_NS <= cursor[0] <= MAX_TIME_NS and -(2**63) <= cursor[4] < 2**63):
+            raise ValueError("out of range")
+        return cursor
     except (ValueError, TypeError, orjson.JSONDecodeError):
         raise QueryError("cursor is not one this server returned", code="bad_cursor") from None

@@ -4,12 +4,19 @@ In-process subscribers each own a bounded queue; when one falls behind, its olde
 are dropped and counted (a slow reader never slows the pipeline). With Redis, each
 delivery is also published on the kind's channel (see ``keys.channel_for``) as JSON
 arrays of at most ``bus_chunk_events`` events, each event carrying its ``type``.
+
+``published`` counts events that reached every place they were meant for (Redis when it is
+configured, else the in-process subscribers); a Redis failure is counted in
+``publish_failures`` and logged at most once per ``LOG_EVERY_S``, never per delivery.
+Per-symbol slices are cut once per delivery and shared by every subscriber, so readers
+that encode them (the WebSocket route) can encode each slice once for all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections import deque
 
 import polars as pl
@@ -18,9 +25,11 @@ import redis.asyncio as aioredis
 
 from tickpipe.columnar import Grouped
 from tickpipe.config import Settings
-from tickpipe.errors import StorageError
 from tickpipe.events import Kind
 from tickpipe.store import keys
+from tickpipe.store.hot_redis import RedisOutage
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(eq=False)
@@ -73,6 +82,8 @@ class Bus:
         self._redis = redis
         self._subs: set[Subscription] = set()
         self.published = 0
+        """events delivered: to Redis pub/sub when configured, else to in-process readers"""
+        self.outage = RedisOutage("bus")
 
     @property
     def name(self) -> str:
@@ -96,23 +107,27 @@ class Bus:
     def subscribers(self) -> list[Subscription]:
         return list(self._subs)
 
+    @property
+    def publish_failures(self) -> int:
+        return self.outage.failures
+
     async def publish(self, kind: Kind, grouped: Grouped) -> None:
+        slices: list[tuple[str, pa.RecordBatch]] | None = None
         for sub in self._subs:
             if kind not in sub.kinds:
                 continue
             if sub.symbols is None:
                 sub.offer(kind, grouped.batch)
                 continue
-            for symbol, part in grouped.slices():
+            if slices is None:
+                slices = grouped.slices()  # once per delivery, shared by every reader
+            for symbol, part in slices:
                 if symbol in sub.symbols:
                     sub.offer(kind, part)
-        self.published += grouped.batch.num_rows
         if self._redis is not None:
             channel = keys.channel_for(kind, self._settings)
             pipe = self._redis.pipeline(transaction=False)
             for message in to_json_chunks(kind, grouped.batch, self._settings.bus_chunk_events):
                 pipe.publish(channel, message)
-            try:
-                await pipe.execute()
-            except aioredis.RedisError as exc:
-                raise StorageError(f"redis publish failed: {exc}") from exc
+            await self.outage.call(pipe.execute())  # raises HotStoreUnavailable, counted
+        self.published += grouped.batch.num_rows

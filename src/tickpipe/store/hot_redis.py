@@ -4,11 +4,21 @@ Each stream entry holds one symbol's slice of one delivery as an Arrow IPC messa
 (fields ``n`` and ``arrow``), so a 10 k-event delivery is a handful of XADDs in one
 pipeline rather than 10 k commands. ``MAXLEN ~ capacity`` counts entries, and every entry
 holds at least one event, so at least ``capacity`` recent events stay.
+
+Redis down (refused, reset, or no answer within ``TIMEOUT_S``) raises
+``HotStoreUnavailable``: the API answers 503 ``hot_store_unavailable`` with
+``Retry-After``, the hub counts a failed sink delivery; the log says so at most once per
+``LOG_EVERY_S``. redis-py reconnects on the next command, so service resumes by itself
+as soon as Redis is back.
 """
 
 from __future__ import annotations
 
-from typing import cast
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TypeVar, cast
 
 import pyarrow as pa
 import redis.asyncio as aioredis
@@ -19,6 +29,58 @@ from tickpipe.events import SCHEMAS, Kind
 from tickpipe.store import keys
 from tickpipe.store.hot import deserialize, serialize
 
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TIMEOUT_S = 2.0
+"""a Redis call that takes longer is treated as Redis being down"""
+LOG_EVERY_S = 30.0
+
+
+class HotStoreUnavailable(StorageError):
+    """Redis cannot be reached; the API turns this into 503 ``hot_store_unavailable``."""
+
+
+class RedisOutage:
+    """Turns Redis failures into ``HotStoreUnavailable`` and logs them at most once per
+    ``LOG_EVERY_S`` (an outage at 10 k requests/s must not write 10 k lines a second)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures = 0
+        self.down_since: float | None = None
+        self._last_log = -LOG_EVERY_S
+
+    async def call(self, operation: Awaitable[T]) -> T:
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                result = await operation
+        except (aioredis.RedisError, OSError, TimeoutError) as exc:
+            raise self.failed(exc) from exc
+        if self.down_since is not None:
+            log.warning(
+                "%s: Redis answers again after %.1fs", self.what, time.time() - self.down_since
+            )
+            self.down_since = None
+        return result
+
+    def failed(self, exc: BaseException) -> HotStoreUnavailable:
+        self.failures += 1
+        text = (
+            f"no answer within {TIMEOUT_S:g}s"
+            if isinstance(exc, TimeoutError)
+            else str(exc) or type(exc).__name__
+        )
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = time.time()
+        if now - self._last_log >= LOG_EVERY_S:
+            self._last_log = now
+            log.warning(
+                "%s: Redis unavailable (%d failures so far): %s", self.what, self.failures, text
+            )
+        return HotStoreUnavailable(text)
+
 
 class RedisHotStore:
     name = "redis"
@@ -27,6 +89,7 @@ class RedisHotStore:
         self._redis = client
         self._capacity = capacity if isinstance(capacity, dict) else dict.fromkeys(Kind, capacity)
         self._known: set[tuple[Kind, str]] = set()
+        self.outage = RedisOutage("hot store")
 
     async def write(self, kind: Kind, grouped: Grouped) -> None:
         pipe = self._redis.pipeline(transaction=False)
@@ -47,10 +110,7 @@ class RedisHotStore:
             pipe.sadd(keys.stream_symbols_key(kind), *new_symbols)
         if quotes:
             pipe.hset(keys.latest_quote_key(), mapping=quotes)  # type: ignore[arg-type]
-        try:
-            await pipe.execute()
-        except aioredis.RedisError as exc:
-            raise StorageError(f"redis hot store write failed: {exc}") from exc
+        await self.outage.call(pipe.execute())
         self._known.update((kind, s) for s in new_symbols)
 
     async def latest(self, kind: Kind, symbol: str, limit: int) -> pa.Table:
@@ -65,7 +125,7 @@ class RedisHotStore:
         while rows < limit:
             entries = cast(
                 list[tuple[bytes, dict[bytes, bytes]]],
-                await self._redis.xrevrange(key, max=cursor, min="-", count=page),
+                await self.outage.call(self._redis.xrevrange(key, max=cursor, min="-", count=page)),
             )
             if not entries:
                 break
@@ -88,12 +148,18 @@ class RedisHotStore:
         schema = SCHEMAS[Kind.QUOTE]
         if not symbols:
             return schema.empty_table()
-        values = cast(list[bytes | None], await self._redis.hmget(keys.latest_quote_key(), symbols))
+        values = cast(
+            list[bytes | None],
+            await self.outage.call(self._redis.hmget(keys.latest_quote_key(), symbols)),
+        )
         rows = [deserialize(v, schema) for v in values if v is not None]
         return pa.Table.from_batches(rows, schema=schema)
 
     async def symbols(self, kind: Kind) -> list[str]:
-        members = cast(set[bytes], await self._redis.smembers(keys.stream_symbols_key(kind)))
+        members = cast(
+            set[bytes],
+            await self.outage.call(self._redis.smembers(keys.stream_symbols_key(kind))),
+        )
         return sorted(m.decode() for m in members)
 
     def version(self, kind: Kind, symbol: str) -> int | None:

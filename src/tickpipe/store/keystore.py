@@ -5,6 +5,10 @@ checked against its SHA-256 with ``hmac.compare_digest``, so lookup time says no
 about the secret. SHA-256 suffices: secrets are 256 random bits, not passwords.
 ``changed()`` asks SQLite's ``data_version``, so a revocation made by another process
 (``tickpipe keys revoke``) is seen on the very next request.
+
+The database is created 0600 (SQLite gives its ``-wal`` and ``-shm`` files the database's
+mode) and a directory created for it 0700: the hashes are not secrets, but a key list
+names who may read what.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import math
+import os
 import secrets
 import sqlite3
 import threading
@@ -22,6 +28,9 @@ from typing import Any
 from tickpipe.errors import KeyStoreError
 
 SCOPES = ("read", "stream", "admin")
+RATE_LIMIT_MIN = 0.01
+RATE_LIMIT_MAX = 100_000.0
+"""requests/s a key may be given: finite, positive, and within what a bucket can count"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -73,9 +82,36 @@ def split_key(token: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
+def check_rate_limit(rate_limit: float) -> float:
+    """The rate limit if it is a finite number in range, else a KeyStoreError saying so."""
+    if not (
+        isinstance(rate_limit, int | float)
+        and math.isfinite(rate_limit)
+        and RATE_LIMIT_MIN <= rate_limit <= RATE_LIMIT_MAX
+    ):
+        raise KeyStoreError(
+            f"rate limit must be a number of requests per second from {RATE_LIMIT_MIN:g} to "
+            f"{RATE_LIMIT_MAX:,.0f}; got {str(rate_limit)[:40]}"
+        )
+    return float(rate_limit)
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` (and a missing parent) owner-only before SQLite opens it; tighten
+    the files of a database created by an older version."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if name.exists() and name.stat().st_mode & 0o077:
+            name.chmod(0o600)
+
+
 class KeyStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(path)
+        self.path = path
         self._lock = threading.Lock()
         self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._con.execute("PRAGMA journal_mode=WAL")
@@ -86,13 +122,13 @@ class KeyStore:
 
     def create(self, name: str, scopes: list[str], rate_limit: float) -> tuple[str, ApiKey]:
         """A new key; the full token is returned once and never stored."""
-        bad = [s for s in scopes if s not in SCOPES]
-        if bad or not scopes:
-            raise KeyStoreError(f"scopes must be some of {', '.join(SCOPES)}; got {scopes}")
         if not name or len(name) > 100:
             raise KeyStoreError("a key needs a name of 1 to 100 characters")
-        if rate_limit <= 0:
-            raise KeyStoreError("rate limit must be positive (requests per second)")
+        bad = [s for s in scopes if s not in SCOPES]
+        if bad or not scopes:
+            shown = ",".join(scopes)[:100]
+            raise KeyStoreError(f"scopes must be some of {', '.join(SCOPES)}; got {shown!r}")
+        rate_limit = check_rate_limit(rate_limit)
         key_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(32).replace("_", "-")
         row = ApiKey(
@@ -112,7 +148,9 @@ class KeyStore:
                     ),
                 )
             except sqlite3.IntegrityError as exc:
-                raise KeyStoreError(f"a key named {name!r} already exists") from exc
+                if "api_keys.name" in str(exc):
+                    raise KeyStoreError(f"a key named {name!r} already exists") from exc
+                raise KeyStoreError(f"key {name!r} refused by the key database: {exc}") from exc
             self._version = -1  # data_version only counts other connections' commits
         return f"tp_{key_id}_{secret}", row
 
@@ -124,7 +162,7 @@ class KeyStore:
             )
             self._version = -1
         if cur.rowcount == 0:
-            raise KeyStoreError(f"no active key named {name!r}")
+            raise KeyStoreError(f"no active key named {name[:100]!r}")
         return next(k for k in self.list() if k.name == name)
 
     def list(self) -> list[ApiKey]:
