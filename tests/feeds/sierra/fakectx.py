@@ -57,6 +57,7 @@ class FakeContext:
 
     def alive(self) -> None:
         self.alive_calls += 1
+        self.changed.set()
 
     def phase(self, phase: str) -> None:
         self.phases.append(phase)
