@@ -145,6 +145,15 @@ class Settings(BaseSettings):
     tastytrade_api_base_url: str = Field(
         "https://api.tastyworks.com", validation_alias="TASTYTRADE_API_BASE_URL"
     )
+    tastytrade_chain_max_days: int = Field(
+        60, ge=0, validation_alias="TASTYTRADE_CHAIN_MAX_DAYS", description="chain expiries kept"
+    )
+    tastytrade_keepalive_timeout_s: float = Field(
+        60.0, gt=0, validation_alias="TASTYTRADE_KEEPALIVE_TIMEOUT_S", description="DXLink silence"
+    )
+    tastytrade_subscription_batch: int = Field(
+        500, ge=1, validation_alias="TASTYTRADE_SUBSCRIPTION_BATCH", description="items a message"
+    )
 
     # --- gexbot (issue: gexbot source) ------------------------------------------------
     gexbot_enabled: bool = Field(False, validation_alias="GEXBOT_ENABLED")
@@ -162,6 +171,13 @@ class Settings(BaseSettings):
     gexbot_requests_per_second: float = Field(
         1.0, gt=0, validation_alias="GEXBOT_REQUESTS_PER_SECOND"
     )
+    gexbot_gex_unit_usd: float = Field(
+        1e6,
+        gt=0,
+        validation_alias="GEXBOT_GEX_UNIT_USD",
+        description="USD per 1 % move one unit of gexbot's GEX values stands for (undocumented)",
+    )
+    gexbot_timeout_s: float = Field(2.0, gt=0, validation_alias="GEXBOT_TIMEOUT_S")
 
     # --- Sierra Chart (issue: Sierra Chart source) ------------------------------------
     sierra_scid_dir: Path | None = Field(None, validation_alias="SIERRA_SCID_DIR")
@@ -238,6 +254,12 @@ class Settings(BaseSettings):
     source_policies: dict[str, SourcePolicySettings] = Field(
         default_factory=dict, description="per-source idle timeout and backoff, by source name"
     )
+
+    access_log: Literal["file", "stdout", "off"] = Field(
+        "file", description="API access log: data/logs/access.log (rotated), stdout, or off"
+    )
+    access_log_max_bytes: int = Field(50 * 1024 * 1024, ge=4096, description="rotate past this")
+    access_log_backups: int = Field(5, ge=0, description="rotated access log files kept")
 
     @field_validator(
         "simulator_symbols",
