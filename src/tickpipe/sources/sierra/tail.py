@@ -90,6 +90,8 @@ class ScidTail:
         self._wanted = {name.upper(): symbol for name, symbol in pairs}
         """Sierra name (file stem, upper case) -> symbol; empty: every mappable file"""
         self._state: dict[str, Followed] = {}
+        self._shown: dict[str, dict[str, Any]] = {}
+        """per file name, for /status: symbol, byte offset and seq reached"""
         self._bad: dict[str, int] = {}
         """files that are no .scid, by size when last reported (reported again on change)"""
 
@@ -134,7 +136,12 @@ class ScidTail:
         }
         await ctx.emit(step.decoded.batches, checkpoint=checkpoint)
         ctx.count("skipped", step.decoded.skipped)
-        ctx.info(files=len(self._state))
+        self._shown[step.path.name] = {
+            "symbol": step.symbol,
+            "offset": step.state.offset,
+            "seq": step.state.last_seq,
+        }
+        ctx.info(files=dict(self._shown))
         return True
 
     def _targets(self) -> list[tuple[Path, str]]:
