@@ -15,9 +15,9 @@ from pathlib import Path
 
 import uvicorn
 
-from tickpipe import logsafe
 from tickpipe.config import Settings, load_settings
 from tickpipe.errors import ConfigError, KeyStoreError
+from tickpipe.logsafe import configure_logging
 from tickpipe.store.keystore import KeyStore
 
 log = logging.getLogger("tickpipe")
@@ -49,22 +49,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for handler in logging.getLogger().handlers:
-        logsafe.install(handler)
-
-
 async def serve(settings: Settings, role: str = "all") -> None:
     from tickpipe.api.app import create_app
     from tickpipe.pipeline import Pipeline, api_context
 
     sock = bind_socket(settings.host, settings.port)  # a busy port fails before anything starts
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline(settings, role=role)
     ctx = api_context(pipeline)
     app = create_app(ctx)
     if role == "ingest":

@@ -30,6 +30,7 @@ from tickpipe.datasets import CHECKPOINTS, GAPS, QUARANTINE
 from tickpipe.errors import StorageError
 from tickpipe.events import Kind
 from tickpipe.quality.stage import StageResult
+from tickpipe.status import SinkStats
 from tickpipe.store.bus import Bus
 from tickpipe.store.hot import HotStore
 from tickpipe.store.journal import Journal
@@ -99,15 +100,15 @@ class Sink:
     def depth(self) -> int:
         return self._queue.qsize()
 
-    def stats(self) -> dict[str, object]:
-        return {
-            "queued": self.depth,
-            "delivered": self.delivered,
-            "dropped": self.dropped,
-            "errors": self.errors,
-            "last_error": self.last_error,
-            "healthy": self.last_error is None,
-        }
+    def stats(self) -> SinkStats:
+        return SinkStats(
+            queued=self.depth,
+            delivered=self.delivered,
+            dropped=self.dropped,
+            errors=self.errors,
+            last_error=self.last_error,
+            healthy=self.last_error is None,
+        )
 
 
 class Hub:

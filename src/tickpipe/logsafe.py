@@ -41,3 +41,17 @@ class RedactSecrets(logging.Filter):
 def install(handler: logging.Handler) -> None:
     if not any(isinstance(f, RedactSecrets) for f in handler.filters):
         handler.addFilter(RedactSecrets())
+
+
+def configure_logging(level: str) -> None:
+    """The one logging setup, for every process tickpipe starts (the CLI and each
+    ``--role api`` worker): stderr, and the redaction filter on every root handler."""
+    import sys
+
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for handler in logging.getLogger().handlers:
+        install(handler)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
@@ -29,6 +30,7 @@ from tickpipe.sources.base import Batches, Checkpoint, Source, SourceState
 from tickpipe.sources.context import LiveContext
 from tickpipe.sources.registry import build_sources
 from tickpipe.sources.supervisor import Supervisor
+from tickpipe.status import ApiProcess, JournalStats, LakeStats, Services, Status
 from tickpipe.store import keys, layout
 from tickpipe.store.bus import Bus
 from tickpipe.store.catalog import refresh_catalog
@@ -56,8 +58,10 @@ class Pipeline:
         settings: Settings,
         clock: Clock | None = None,
         sources: list[Source] | None = None,
+        role: str = "all",
     ) -> None:
         self.settings = settings
+        self.role = role
         self.clock = clock or SystemClock()
         self.started = time.time()
         self._redis = redis_client(settings)
@@ -251,79 +255,62 @@ class Pipeline:
             self.sources_done.set()
 
     def status(self) -> dict[str, Any]:
-        """Services, sources and counters for /api/v1/status; no market data."""
+        """The status as JSON-ready data (what /api/v1/status and Redis carry)."""
+        return self.stats().model_dump(mode="json")
+
+    def stats(self) -> Status:
+        """Services, sources and counters; no market data."""
         q = self.quality
-        sources = []
-        for state in self.supervisor.states.values():
-            sources.append(
-                {
-                    "name": state.name,
-                    "status": state.status.value,
-                    "events": state.events,
-                    "batches": state.batches,
-                    "by_kind": dict(state.by_kind),
-                    "restarts": state.restarts,
-                    "last_event_ns": state.last_event_ns,
-                    "started_ns": state.started_ns,
-                    "last_error": state.last_error,
-                    "last_error_ns": state.last_error_ns,
-                    "next_retry_ns": state.next_retry_ns,
-                    "latency_ms": q.latency_ms.get(state.name),
-                    "phase": state.phase,
-                    "last_alive_ns": state.last_alive_ns,
-                    "rejected": state.rejected,
-                    "counters": dict(state.counters),
-                    "details": dict(state.details),
-                }
-            )
-        rejected: dict[str, dict[str, int]] = {}
-        for (source, kind, rule), count in q.rejected.items():
-            rejected.setdefault(source, {})[f"{kind}.{rule}"] = count
-        return {
-            "uptime_s": round(time.time() - self.started, 3),
-            "services": {
-                "hot_store": self.hot.name,
-                "bus": self.bus.name,
-                "journal": {
-                    "rows_written": self.journal.rows_written,
-                    "open_rows": self.journal.open_rows,
-                    "fsyncs": self.journal.fsyncs,
-                    "last_append_ms": round(self.hub.last_journal_ms, 3),
-                    "appends": self.hub.journal_appends,
-                    "mean_append_ms": round(
-                        1000 * self.hub.journal_seconds / max(self.hub.journal_appends, 1), 3
+        sources = [
+            self.supervisor.stats(name, q.latency_ms.get(name)) for name in self.supervisor.states
+        ]
+        hub = self.hub
+        return Status(
+            role=self.role,
+            uptime_s=round(time.time() - self.started, 3),
+            services=Services(
+                hot_store=self.hot.name,
+                bus=self.bus.name,
+                journal=JournalStats(
+                    rows_written=self.journal.rows_written,
+                    open_rows=self.journal.open_rows,
+                    fsyncs=self.journal.fsyncs,
+                    bytes_written=self.journal.bytes_written,
+                    appends=hub.journal_appends,
+                    last_append_ms=round(hub.last_journal_ms, 3),
+                    mean_append_ms=round(
+                        1000 * hub.journal_seconds / max(hub.journal_appends, 1), 3
                     ),
-                    "bytes_written": self.journal.bytes_written,
-                    "errors": self.hub.journal_errors,
-                    "last_error": self.hub.last_error,
-                    "blocked_since": self.hub.journal_blocked_since,
-                },
-                "lake": {
-                    "bytes": self.lake_bytes,
-                    "files_written": self.lake.files_written,
-                    "rows_written": self.lake.rows_written,
-                    "flush_errors": self.flush_errors,
-                    "segments_flushed": self.lake.segments_flushed,
-                    "compacted_files": self.compactor.merged_files,
-                    "compacted_files_deleted": self.compactor.deleted_files,
-                },
-                "bus_subscribers": len(self.bus.subscribers),
-                "bus_published": self.bus.published,
-                "bus_dropped": sum(s.dropped for s in self.bus.subscribers),
-                "hub_queue": self.hub.queue_depth,
-            },
-            "sources": sources,
-            "accepted": dict(self.hub.accepted),
-            "accepted_total": sum(self.hub.accepted.values()),
-            "quarantined_total": self.hub.quarantined,
-            "gaps_total": self.hub.gaps,
-            "quality": {
-                "rejected": rejected,
-                "gaps": {f"{s}.{g}": n for (s, g), n in q.gap_counts.items()},
-            },
-            "sinks": {sink.name: sink.stats() for sink in self.hub.sinks},
-            "gex": self.gex.status(),
-        }
+                    errors=hub.journal_errors,
+                    last_error=hub.last_error,
+                    blocked_since=hub.journal_blocked_since,
+                ),
+                lake=LakeStats(
+                    bytes=self.lake_bytes,
+                    files_written=self.lake.files_written,
+                    rows_written=self.lake.rows_written,
+                    flush_errors=self.flush_errors,
+                    segments_flushed=self.lake.segments_flushed,
+                    compacted_files=self.compactor.merged_files,
+                    compacted_files_deleted=self.compactor.deleted_files,
+                ),
+                bus_subscribers=len(self.bus.subscribers),
+                bus_published=self.bus.published,
+                bus_dropped=sum(s.dropped for s in self.bus.subscribers),
+                hub_queue=hub.queue_depth,
+            ),
+            sources=sources,
+            accepted=dict(hub.accepted),
+            accepted_total=sum(hub.accepted.values()),
+            quarantined_total=hub.quarantined,
+            gaps_total=hub.gaps,
+            quality=q.stats(),
+            sinks={sink.name: sink.stats() for sink in hub.sinks},
+            gex=self.gex.status(),
+            api=ApiProcess(
+                role=self.role, pid=os.getpid(), bus_subscribers=len(self.bus.subscribers)
+            ),
+        )
 
 
 def api_context(pipeline: Pipeline) -> ApiContext:

@@ -74,8 +74,14 @@ def test_api_workers_serve_what_the_ingest_process_writes(tmp_path: Path, redis_
                 pass
             time.sleep(0.2)
         assert rows and all(row["symbol"] == "SPY" for row in rows)
-        status = httpx.get(f"{base}/api/v1/status", timeout=5).json()
-        assert status["role"] == "api"
+        answer = httpx.get(f"{base}/api/v1/status", timeout=5)
+        while answer.status_code == 503 and time.monotonic() < deadline + 10:
+            assert answer.json()["error"]["code"] == "ingest_unavailable"  # not published yet
+            time.sleep(0.2)
+            answer = httpx.get(f"{base}/api/v1/status", timeout=5)
+        status = answer.json()
+        assert status["api"]["role"] == "api" and status["api"]["ingest_status_age_s"] < 10
+        assert "simulator" in {s["name"] for s in status["sources"]}  # the ingest's, same shape
         with ws_client.connect(
             f"ws://127.0.0.1:{api_port}/api/v1/stream?symbols=SPY&token={token}"
         ) as ws:

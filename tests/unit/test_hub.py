@@ -51,7 +51,7 @@ async def test_a_failing_listener_is_counted_and_the_others_still_get_every_even
     )
     assert seen == list(range(1, 301))
     assert journal.rows_written == 300 and hub.accepted["trade"] == 300
-    sinks = {s.name: s.stats() for s in hub.sinks}
+    sinks = {s.name: s.stats().model_dump() for s in hub.sinks}
     assert sinks["broken"]["errors"] == 300 and sinks["broken"]["last_error"] == (
         "ValueError: listener bug"
     )

@@ -6,7 +6,7 @@ import io
 import logging
 
 from tickpipe import logsafe
-from tickpipe.cli import configure_logging
+from tickpipe.logsafe import configure_logging
 
 KEY = "tp_1a2b3c4d_S3cr3t-Val-ue_xyz"
 

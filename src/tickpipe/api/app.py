@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from tickpipe import __version__
 from tickpipe.api import errors, observe
 from tickpipe.api.context import ApiContext
+from tickpipe.status import Status
 from tickpipe.api.responses import OrjsonResponse
 from tickpipe.api.routes import admin, dashboard, gex, metrics, quality, stream, ticks
 
@@ -51,7 +52,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Liveness: answers as soon as the server runs; ``ready`` once recovery is done."""
         return {"status": "ok", "ready": ctx.ready()}
 
-    @app.get("/api/v1/status", tags=["status"])
+    @app.get("/api/v1/status", tags=["status"], response_model=Status)
     async def status() -> dict[str, Any]:
         """Services, sources, counters. Public, and holds no market data."""
         return ctx.status()
@@ -66,4 +67,8 @@ def app_from_env() -> FastAPI:
     from tickpipe.api.readonly import api_context
     from tickpipe.config import load_settings
 
-    return create_app(api_context(load_settings()))
+    from tickpipe.logsafe import configure_logging
+
+    settings = load_settings()
+    configure_logging(settings.log_level)  # each worker is a fresh process: redaction too
+    return create_app(api_context(settings))

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import orjson
@@ -20,7 +23,7 @@ import redis.asyncio as aioredis
 from tickpipe.api.context import ApiContext, GexAnswer
 from tickpipe.columnar import group_by_symbol
 from tickpipe.config import Settings
-from tickpipe.errors import ConfigError
+from tickpipe.errors import ConfigError, QueryError
 from tickpipe.events import SCHEMAS, Kind
 from tickpipe.store import keys
 from tickpipe.store.bus import Bus
@@ -65,6 +68,22 @@ def _from_json_rows(kind: Kind, rows: list[dict[str, Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=schema)
 
 
+async def forever(what: str, job: Callable[[], Awaitable[None]]) -> None:
+    """Run ``job`` again after it fails (Redis restarted, a network blip), with a capped
+    backoff, logging once per outage, so an API worker never silently stops relaying."""
+    delay = 0.5
+    while True:
+        try:
+            await job()
+            log.warning("%s ended; starting it again", what)
+        except (aioredis.RedisError, OSError) as exc:
+            log.warning("%s lost Redis (%s); reconnecting in %.1fs", what, exc, delay)
+        except Exception:
+            log.exception("%s failed; starting it again in %.1fs", what, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
 def api_context(settings: Settings) -> ApiContext:
     if not settings.redis_url:
         raise ConfigError(
@@ -76,6 +95,7 @@ def api_context(settings: Settings) -> ApiContext:
     hot = RedisHotStore(client, settings.hot_capacities())
     bus = Bus(settings)  # in-process fan-out only: this process never publishes
     status_cache: dict[str, Any] = {}
+    fetched = [0.0]
 
     async def poll_status() -> None:
         while True:
@@ -83,13 +103,25 @@ def api_context(settings: Settings) -> ApiContext:
             status_cache.clear()
             if raw:
                 status_cache.update(orjson.loads(raw))
+                fetched[0] = time.monotonic()
             await asyncio.sleep(1.0)
 
     def status() -> dict[str, Any]:
-        return {
-            "role": "api",
-            "ingest": dict(status_cache) or None,
-            "bus_subscribers": len(bus.subscribers),
+        """The ingest process's status (same shape in every role) with this process's part."""
+        if not status_cache:
+            raise QueryError(
+                "the ingest process has not published its status to Redis yet "
+                "(is `tickpipe run --role ingest` running against the same TICKPIPE_REDIS_URL?)",
+                code="ingest_unavailable",
+                status=503,
+            )
+        return status_cache | {
+            "api": {
+                "role": "api",
+                "pid": os.getpid(),
+                "bus_subscribers": len(bus.subscribers),
+                "ingest_status_age_s": round(time.monotonic() - fetched[0], 3),
+            }
         }
 
     async def gex(underlying: str, category: str, basis: str) -> GexAnswer | None:
@@ -109,5 +141,8 @@ def api_context(settings: Settings) -> ApiContext:
         restart_source=lambda name: False,
         ready=lambda: True,
         gex=gex,
-        background=[lambda: relay_redis_bus(settings, client, bus), poll_status],
+        background=[
+            lambda: forever("Redis bus relay", lambda: relay_redis_bus(settings, client, bus)),
+            lambda: forever("ingest status poller", poll_status),
+        ],
     )

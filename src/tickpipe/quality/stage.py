@@ -32,6 +32,7 @@ from tickpipe.quality.rules import (
     tail_length,
     time_gaps,
 )
+from tickpipe.status import QualityStats
 
 GAP_KINDS = frozenset({Kind.TRADE, Kind.QUOTE})
 """kinds whose silences are gaps; options and book levels may rest for long by nature"""
@@ -110,6 +111,13 @@ class QualityStage:
             "p99": round(float(p99), 3),
             "max": round(float(latency.max()) / 1e6, 3),
         }
+
+    def stats(self) -> QualityStats:
+        rejected: dict[str, dict[str, int]] = {}
+        for (source, kind, rule), count in self.rejected.items():
+            rejected.setdefault(source, {})[f"{kind}.{rule}"] = count
+        gaps = {f"{s}.{g}": n for (s, g), n in self.gap_counts.items()}
+        return QualityStats(rejected=rejected, gaps=gaps)
 
     def checkpoint(self, source: str) -> Checkpoint:
         """Last seq and accepted time per (kind, symbol) of one source, so a restarted

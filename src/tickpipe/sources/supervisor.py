@@ -21,6 +21,7 @@ from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.errors import ConfigError, ParseError, TransportError
 from tickpipe.sources.base import Source, SourceState, SourceStatus
 from tickpipe.sources.context import ContextFactory, LiveContext
+from tickpipe.status import LatencyMs, SourceStats
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +178,25 @@ class Supervisor:
         state.last_error = str(exc)
         state.last_error_ns = self._clock.now_ns()
         state.next_retry_ns = None
+
+    def stats(self, name: str, latency_ms: dict[str, float] | None = None) -> SourceStats:
+        state = self.states[name]
+        return SourceStats(
+            name=state.name,
+            status=state.status.value,
+            phase=state.phase,
+            events=state.events,
+            batches=state.batches,
+            by_kind=dict(state.by_kind),
+            rejected=state.rejected,
+            restarts=state.restarts,
+            started_ns=state.started_ns,
+            last_event_ns=state.last_event_ns,
+            last_alive_ns=state.last_alive_ns,
+            last_error=state.last_error,
+            last_error_ns=state.last_error_ns,
+            next_retry_ns=state.next_retry_ns,
+            latency_ms=LatencyMs(**latency_ms) if latency_ms else None,
+            counters=dict(state.counters),
+            details=dict(state.details),
+        )
