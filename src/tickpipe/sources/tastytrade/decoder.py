@@ -1,0 +1,410 @@
+"""DXLink events to tickpipe's event model, column by column; pure (no I/O), stateful.
+
+==============  =========================================================================
+DXLink          tickpipe
+==============  =========================================================================
+Quote           Quote (options: the bid/ask of their OptionQuote)
+TimeAndSale     Trade: the tape, one row per print (snapshots de-duplicated, see indexed)
+Trade           last-trade state only (``last_trades``; options: OptionQuote last/volume)
+Greeks          OptionQuote iv/delta/gamma (options only)
+Summary         OptionQuote open_interest (options only)
+==============  =========================================================================
+
+Times are epoch ms (+ ``timeNanoPart`` ns); recorded sessions send 0 for quotes, so a zero
+time falls back to the receive time. ``seq`` counts per (kind, symbol) and continues from
+``resume`` across reconnects and restarts. A NaN size or side stays a missing value: null
+where the event model's field is nullable, NaN otherwise (the quality stage then says why).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tickpipe.columnar import cumcount
+from tickpipe.errors import ParseError
+from tickpipe.events import SCHEMAS, Kind
+from tickpipe.sources.base import Checkpoint, SeqCheckpoint
+from tickpipe.sources.tastytrade.indexed import IndexedStream
+from tickpipe.sources.tastytrade.options import OptionBook
+from tickpipe.sources.tastytrade.parse import (
+    FeedFields,
+    IntArray,
+    Run,
+    decode_feed_data,
+    floats,
+    ints,
+    texts,
+)
+from tickpipe.sources.tastytrade.symbols import Listing, to_canonical
+
+SOURCE = "tastytrade"
+NS_PER_MS = 1_000_000
+BoolArray = npt.NDArray[np.bool_]
+_NULL_TEXT = pa.scalar(None, pa.string())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LastTrade:
+    price: float
+    size: float
+    day_volume: float
+    ts_ns: int
+
+
+@dataclasses.dataclass
+class Output:
+    """What one FEED_DATA message became."""
+
+    batches: dict[Kind, pa.RecordBatch]
+    problems: list[str]
+    """why parts of the message were not used: the frame is quarantined with these"""
+    counts: Counter[str]
+    cancels: list[dict[str, Any]]
+    """TimeAndSale CANCEL records: not prints, kept in quarantine (rule trade_cancel)"""
+    tape_moved: bool
+    """the TimeAndSale high-water marks moved: worth a checkpoint"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Symbols:
+    codes: IntArray
+    dx: list[str]
+    listings: list[Listing | None]
+
+    def mask(self, test: Callable[[Listing], bool]) -> BoolArray:
+        per_code = np.array([x is not None and test(x) for x in self.listings], bool)
+        out: BoolArray = per_code[self.codes]
+        return out
+
+    def canonical(self, rows: IntArray) -> pa.Array:
+        names = pa.array([x.canonical if x else "" for x in self.listings], pa.string())
+        return names.take(pa.array(self.codes[rows]))
+
+
+class Decoder:
+    def __init__(self, source: str = SOURCE) -> None:
+        self.source = source
+        self.fields = FeedFields()
+        self.options = OptionBook()
+        self.tape = IndexedStream(dedup=True)
+        self.greeks = IndexedStream(dedup=False)
+        self.last_trades: dict[str, LastTrade] = {}
+        self._listings: dict[str, Listing | None] = {}
+        self._seq: dict[tuple[Kind, str], int] = {}
+        self._handlers: dict[str, Callable[[Run, int, Output], pa.RecordBatch | None]] = {
+            "Quote": self._quote,
+            "TimeAndSale": self._time_and_sale,
+            "Trade": self._trade,
+            "Greeks": self._greeks,
+            "Summary": self._summary,
+        }
+
+    def alias(self, dx_symbol: str, canonical: str) -> None:
+        """Name a DXLink symbol's events as asked (``/ES`` resolved to ``/ESZ25:XCME``)."""
+        self._listings[dx_symbol] = Listing(canonical)
+
+    def resume(self, sequences: SeqCheckpoint, checkpoint: Checkpoint | None) -> None:
+        """Continue seq after what the pipeline holds; tape high-water marks from the
+        source's checkpoint, so a restart does not re-deliver the re-sent snapshot."""
+        for (kind, symbol), (seq, _) in sequences.items():
+            self._seq[(kind, symbol)] = max(self._seq.get((kind, symbol), 0), seq)
+        tape = (checkpoint or {}).get("tape")
+        if isinstance(tape, dict):
+            for dx, key in tape.items():
+                if isinstance(key, int) and key > self.tape.last_key.get(dx, -1):
+                    self.tape.last_key[dx] = key
+
+    def checkpoint(self) -> Checkpoint:
+        return {"tape": dict(self.tape.last_key)}
+
+    def new_connection(self) -> None:
+        self.fields.reset()
+        self.tape.new_connection()
+        self.greeks.new_connection()
+
+    def feed_data(self, data: Any, recv_ns: int) -> Output:
+        decoded = decode_feed_data(data, self.fields)
+        out = Output({}, list(decoded.problems), Counter(), [], False)
+        for event_type in decoded.unknown_types:
+            out.counts["unknown_event_type"] += 1
+            out.counts[f"unknown_event_type.{event_type}"] += 1
+        parts: dict[Kind, list[pa.RecordBatch]] = {}
+        for run in decoded.runs:
+            handler = self._handlers.get(run.event_type)
+            if handler is None:
+                out.counts["unknown_event_type"] += run.size
+                out.counts[f"unknown_event_type.{run.event_type}"] += run.size
+                continue
+            try:
+                made = handler(run, recv_ns, out)
+            except ParseError as exc:
+                out.problems.append(f"{run.event_type}: {exc}")
+                continue
+            if made is not None:
+                kind = Kind(made.schema.metadata[b"tickpipe.kind"].decode())
+                parts.setdefault(kind, []).append(made)
+        options = self.options.flush(recv_ns, self.source)
+        if options is not None:
+            parts.setdefault(Kind.OPTION, []).append(self._numbered(Kind.OPTION, options))
+        out.batches = {
+            kind: batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+            for kind, batches in parts.items()
+        }
+        return out
+
+    def _quote(self, run: Run, recv_ns: int, out: Output) -> pa.RecordBatch | None:
+        syms = self._symbols(run, out)
+        n = run.size
+        bid, ask = floats(run.column("bidPrice"), n), floats(run.column("askPrice"), n)
+        quoted_ms = np.maximum(ints(run.column("bidTime"), n), ints(run.column("askTime"), n))
+        nanos = np.where(quoted_ms > 0, ints(run.column("timeNanoPart"), n), 0)
+        ms = np.where(quoted_ms > 0, quoted_ms, ints(run.column("eventTime"), n))
+        ts = _ns(ms, nanos, recv_ns)
+        options = syms.mask(lambda x: x.is_option)
+        rows = np.flatnonzero(options)
+        if rows.size:
+            slots = self._slots(syms, rows)
+            self.options.update(slots, {"bid": bid[rows], "ask": ask[rows]}, ts[rows])
+        rows = np.flatnonzero(syms.mask(lambda x: not x.is_option))
+        if rows.size == 0:
+            return None
+        bid_size, ask_size = floats(run.column("bidSize"), n), floats(run.column("askSize"), n)
+        columns = {
+            "ts_event": ts[rows],
+            "ts_recv": np.full(rows.size, recv_ns, np.int64),
+            "symbol": syms.canonical(rows),
+            "bid": _missing(bid[rows], Kind.QUOTE, "bid"),
+            "bid_size": _missing(bid_size[rows], Kind.QUOTE, "bid_size"),
+            "ask": _missing(ask[rows], Kind.QUOTE, "ask"),
+            "ask_size": _missing(ask_size[rows], Kind.QUOTE, "ask_size"),
+        }
+        return self._batch(Kind.QUOTE, columns)
+
+    def _time_and_sale(self, run: Run, recv_ns: int, out: Output) -> pa.RecordBatch | None:
+        syms = self._symbols(run, out)
+        rows = np.flatnonzero(syms.mask(lambda x: True))
+        if rows.size == 0:
+            return None
+        n = run.size
+        ms = np.where(
+            ints(run.column("time"), n) > 0,
+            ints(run.column("time"), n),
+            ints(run.column("eventTime"), n),
+        )
+        ts = _ns(ms, ints(run.column("timeNanoPart"), n), recv_ns)
+        index = ints(run.column("index"), n)
+        fallback = (
+            ((ms // 1000) << 32)
+            | ((ms % 1000) << 22)
+            | (ints(run.column("sequence"), n) & 0x3FFFFF)
+        )
+        take = pa.array(rows)
+        table = pa.table(
+            {
+                "dx": pa.array(syms.dx, pa.string()).take(pa.array(syms.codes[rows])),
+                "symbol": syms.canonical(rows),
+                "ts_event": ts[rows],
+                "price": floats(run.column("price"), n)[rows],
+                "size": floats(run.column("size"), n)[rows],
+                "exchange": texts(run.column("exchangeCode"), n).take(take),
+                "conditions": texts(run.column("exchangeSaleConditions"), n).take(take),
+                "side": texts(run.column("aggressorSide"), n).take(take),
+                "type": texts(run.column("type"), n).take(take),
+                "key": np.where(index != 0, index, fallback)[rows],
+                "flags": ints(run.column("eventFlags"), n)[rows],
+            }
+        )
+        before = self.tape.last_key.copy()
+        table = self.tape.apply(table)
+        out.tape_moved = out.tape_moved or self.tape.last_key != before
+        kind = pc.utf8_upper(table.column("type"))
+        cancel = pc.fill_null(pc.is_in(kind, pa.array(["CANCEL", "2"])), False)
+        corrections = pc.sum(pc.is_in(kind, pa.array(["CORRECTION", "1"]))).as_py() or 0
+        out.counts["trade_corrections"] += corrections
+        if pc.any(cancel).as_py():
+            cancelled = table.filter(cancel).drop_columns(["flags"]).to_pylist()
+            out.cancels += cancelled
+            out.counts["trade_cancels"] += len(cancelled)
+            table = table.filter(pc.invert(cancel))
+        if table.num_rows == 0:
+            return None
+        col = {name: table.column(name).combine_chunks() for name in table.column_names}
+        side = col["side"]
+        aggressor = pc.if_else(
+            pc.equal(side, "BUY"), "B", pc.if_else(pc.equal(side, "SELL"), "S", _NULL_TEXT)
+        )
+        columns = {
+            "ts_event": col["ts_event"],
+            "ts_recv": np.full(table.num_rows, recv_ns, np.int64),
+            "symbol": col["symbol"],
+            "price": col["price"],
+            "size": col["size"],
+            "exchange": col["exchange"],
+            "conditions": col["conditions"],
+            "aggressor": aggressor,
+            "flags": pa.nulls(table.num_rows, pa.int64()),
+        }
+        return self._batch(Kind.TRADE, columns)
+
+    def _trade(self, run: Run, recv_ns: int, out: Output) -> pa.RecordBatch | None:
+        """Trade is the last regular-hours print, not the tape: state only."""
+        syms = self._symbols(run, out)
+        n = run.size
+        ms = np.where(
+            ints(run.column("time"), n) > 0,
+            ints(run.column("time"), n),
+            ints(run.column("eventTime"), n),
+        )
+        ts = _ns(ms, ints(run.column("timeNanoPart"), n), recv_ns)
+        price, volume = floats(run.column("price"), n), floats(run.column("dayVolume"), n)
+        rows = np.flatnonzero(syms.mask(lambda x: x.is_option))
+        if rows.size:
+            values = {"last": price[rows], "volume": volume[rows]}
+            self.options.update(self._slots(syms, rows), values, ts[rows])
+        size = floats(run.column("size"), n)
+        for row in _last_rows(syms.codes, np.flatnonzero(syms.mask(lambda x: not x.is_option))):
+            listing = syms.listings[syms.codes[row]]
+            assert listing is not None
+            self.last_trades[listing.canonical] = LastTrade(
+                float(price[row]), float(size[row]), float(volume[row]), int(ts[row])
+            )
+        out.counts["trade_updates"] += n
+        return None
+
+    def _greeks(self, run: Run, recv_ns: int, out: Output) -> pa.RecordBatch | None:
+        syms = self._symbols(run, out)
+        options = syms.mask(lambda x: x.is_option)
+        out.counts["greeks_not_option"] += int((~options).sum())
+        rows = np.flatnonzero(options)
+        if rows.size == 0:
+            return None
+        n = run.size
+        ms = np.where(
+            ints(run.column("time"), n) > 0,
+            ints(run.column("time"), n),
+            ints(run.column("eventTime"), n),
+        )
+        index = ints(run.column("index"), n)
+        table = pa.table(
+            {
+                "dx": pa.array(syms.dx, pa.string()).take(pa.array(syms.codes[rows])),
+                "key": np.where(index != 0, index, ms)[rows],
+                "flags": ints(run.column("eventFlags"), n)[rows],
+                "ts": _ns(ms, np.zeros(n, np.int64), recv_ns)[rows],
+                "iv": floats(run.column("volatility"), n)[rows],
+                "delta": floats(run.column("delta"), n)[rows],
+                "gamma": floats(run.column("gamma"), n)[rows],
+            }
+        )
+        table = self.greeks.apply(table)
+        if table.num_rows == 0:
+            return None
+        table = table.sort_by("key")  # the latest greeks of each contract win
+        dx = table.column("dx").to_pylist()
+        listings = [self._listing(d) for d in dx]
+        slots = self.options.slots(dx, [x for x in listings if x is not None])
+        values = {name: table.column(name).to_numpy() for name in ("iv", "delta", "gamma")}
+        self.options.update(slots, values, table.column("ts").to_numpy())
+        return None
+
+    def _summary(self, run: Run, recv_ns: int, out: Output) -> pa.RecordBatch | None:
+        syms = self._symbols(run, out)
+        n = run.size
+        rows = np.flatnonzero(syms.mask(lambda x: x.is_option))
+        out.counts["summary_not_option"] += n - rows.size
+        if rows.size == 0:
+            return None
+        ts = _ns(ints(run.column("eventTime"), n), np.zeros(n, np.int64), recv_ns)
+        oi = floats(run.column("openInterest"), n)
+        self.options.update(self._slots(syms, rows), {"open_interest": oi[rows]}, ts[rows])
+        return None
+
+    def _symbols(self, run: Run, out: Output) -> _Symbols:
+        column = run.column("eventSymbol")
+        if column is None:
+            raise ParseError("no eventSymbol field")
+        try:
+            array = pa.array(column, pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            raise ParseError("eventSymbol values are not all text") from None
+        if array.null_count:
+            raise ParseError("null eventSymbol")
+        encoded = array.dictionary_encode()
+        names: list[str] = encoded.dictionary.to_pylist()
+        listings = [self._listing(name) for name in names]
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        for code, (name, listing) in enumerate(zip(names, listings, strict=True)):
+            if listing is None:
+                unused = int((codes == code).sum())
+                out.counts["unmapped_symbol"] += unused
+                out.problems.append(f"{run.event_type}: {name!r} has no canonical symbol")
+        return _Symbols(codes, names, listings)
+
+    def _listing(self, dx: str) -> Listing | None:
+        if dx not in self._listings:
+            try:
+                self._listings[dx] = to_canonical(dx)
+            except ValueError:
+                self._listings[dx] = None
+        return self._listings[dx]
+
+    def _slots(self, syms: _Symbols, rows: IntArray) -> IntArray:
+        codes = syms.codes[rows]
+        unique, inverse = np.unique(codes, return_inverse=True)
+        listings = [syms.listings[c] for c in unique.tolist()]
+        per_code = self.options.slots(
+            [syms.dx[c] for c in unique.tolist()], [x for x in listings if x is not None]
+        )
+        slots: IntArray = per_code[inverse]
+        return slots
+
+    def _batch(self, kind: Kind, columns: dict[str, Any]) -> pa.RecordBatch:
+        schema = SCHEMAS[kind]
+        n = len(columns["ts_event"])
+        columns["source"] = pa.array([self.source] * n, pa.string())
+        columns["seq"] = np.zeros(n, np.int64)
+        batch = pa.RecordBatch.from_pydict(
+            {f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in schema}, schema=schema
+        )
+        return self._numbered(kind, batch)
+
+    def _numbered(self, kind: Kind, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``seq`` = 1, 2, 3... per (kind, symbol), continuing across messages."""
+        encoded = batch.column("symbol").dictionary_encode()
+        codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        names = encoded.dictionary.to_pylist()
+        base = np.array([self._seq.get((kind, s), 0) for s in names], np.int64)
+        seq = base[codes] + cumcount(codes) + 1
+        counts = np.bincount(codes, minlength=len(names))
+        for name, start, count in zip(names, base.tolist(), counts.tolist(), strict=True):
+            self._seq[(kind, name)] = start + count
+        index = batch.schema.get_field_index("seq")
+        return batch.set_column(index, batch.schema.field(index), pa.array(seq, pa.int64()))
+
+
+def _ns(ms: IntArray, nanos: IntArray, recv_ns: int) -> IntArray:
+    """Epoch ms (+ ns within the ms) to ns; 0 (unknown) becomes the receive time."""
+    out: IntArray = np.where(ms > 0, ms * NS_PER_MS + nanos, recv_ns)
+    return out
+
+
+def _missing(values: npt.NDArray[np.float64], kind: Kind, field: str) -> pa.Array:
+    """NaN as null where the event model allows a missing value, else left as NaN."""
+    return pa.array(values, pa.float64(), from_pandas=SCHEMAS[kind].field(field).nullable)
+
+
+def _last_rows(codes: IntArray, rows: IntArray) -> list[int]:
+    """The last of ``rows`` for each distinct code."""
+    if rows.size == 0:
+        return []
+    picked = codes[rows][::-1]
+    first = np.unique(picked, return_index=True)[1]
+    return sorted(rows[::-1][first].tolist())

@@ -1,0 +1,1 @@
+"""tastytrade / DXLink: parser, session, feed against the local fake, end to end."""
