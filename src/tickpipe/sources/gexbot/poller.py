@@ -42,7 +42,12 @@ from tickpipe.sources.gexbot.endpoints import (
     parse_tickers,
 )
 from tickpipe.sources.gexbot.parse import SOURCE, Levels, Row, decode, levels_batch
-from tickpipe.sources.gexbot.ratelimit import PACING_MARGIN, TokenBucket, retry_after_seconds
+from tickpipe.sources.gexbot.ratelimit import (
+    HEARTBEAT_S,
+    PACING_MARGIN,
+    TokenBucket,
+    retry_after_seconds,
+)
 from tickpipe.sources.registry import default_policy
 
 log = logging.getLogger(__name__)
@@ -77,7 +82,8 @@ class Pair:
     ticker: str
     symbol: str
     endpoint: Endpoint
-    gate: TokenBucket
+    next_at: float = float("-inf")
+    """loop time before which this pair is not asked again (one request a second)"""
     last_ts_ns: int = 0
     """gexbot's timestamp of the last answer emitted"""
     last_poll_ns: int | None = None
@@ -94,7 +100,7 @@ class Pair:
     def key(self) -> str:
         return f"{self.ticker}/{self.endpoint.label}"
 
-    def status(self) -> dict[str, Any]:
+    def status(self, now: float) -> dict[str, Any]:
         last = self.last_ts_ns or None
         return {
             "symbol": self.symbol,
@@ -108,7 +114,8 @@ class Pair:
             "errors": self.errors,
             "rejected": self.rejected,
             "last_status": self.last_status,
-            "budget_remaining": self.gate.available(),
+            "budget_remaining": 1 if now >= self.next_at else 0,
+            "next_request_in_s": round(max(self.next_at - now, 0.0), 3),
             "server_rate_remaining": self.server_remaining,
         }
 
@@ -142,9 +149,7 @@ class GexbotSource:
         tickers = parse_tickers(settings.gexbot_tickers)
         self.endpoints = parse_categories(settings.gexbot_categories)
         self.pairs: dict[tuple[str, str], Pair] = {
-            (ticker, e.label): Pair(
-                ticker, symbol, e, TokenBucket(1 / (PAIR_INTERVAL_S * PACING_MARGIN))
-            )
+            (ticker, e.label): Pair(ticker, symbol, e)
             for ticker, symbol in tickers.items()
             for e in self.endpoints
         }
@@ -225,8 +230,13 @@ class GexbotSource:
     async def _poll(
         self, client: httpx.AsyncClient, ctx: SourceContext, pair: Pair
     ) -> Levels | None:
-        await pair.gate.acquire(ctx.alive)
+        loop = asyncio.get_running_loop()
+        while (wait := pair.next_at - loop.time()) > 0:
+            ctx.alive()  # a deliberate wait, not a dead feed
+            await asyncio.sleep(min(wait, HEARTBEAT_S))
         await self.bucket.acquire(ctx.alive)
+        # measured from the moment the request goes, however long the shared bucket held it
+        pair.next_at = loop.time() + PAIR_INTERVAL_S * PACING_MARGIN
         pair.requests += 1
         pair.last_poll_ns = self._clock.now_ns()
         try:
@@ -299,7 +309,7 @@ class GexbotSource:
         if delay is None:
             delay = min(NO_HEADER_BACKOFF_CAP_S, 2.0 ** (self._throttled_in_a_row - 1))
         self.bucket.pause(delay)
-        pair.gate.pause(delay)
+        pair.next_at = max(pair.next_at, asyncio.get_running_loop().time() + delay)
         log.warning("gexbot: HTTP 429 for %s; every request waits %.1fs", pair.key, delay)
 
     async def _emit(self, ctx: SourceContext, fresh: list[tuple[Pair, Levels]]) -> None:
@@ -322,7 +332,8 @@ class GexbotSource:
             await ctx.emit({Kind.GEX: levels_batch(rows)}, checkpoint=checkpoint)
 
     def _publish(self, ctx: SourceContext) -> None:
-        paused = self.bucket.paused_until - asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        paused = self.bucket.paused_until - now
         ctx.info(
             api=self._style,
             base_url=self.base_url,
@@ -331,7 +342,7 @@ class GexbotSource:
                 "budget_remaining": self.bucket.available(),
                 "paused_for_s": round(max(paused, 0.0), 3),
             },
-            pairs={pair.key: pair.status() for pair in self.pairs.values()},
+            pairs={pair.key: pair.status(now) for pair in self.pairs.values()},
         )
 
 
