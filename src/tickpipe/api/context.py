@@ -46,3 +46,5 @@ class ApiContext:
         default_factory=list
     )
     """long-lived tasks run for the app's lifetime (only in --role api processes)"""
+    stop_source: Callable[[str], bool] = lambda name: False
+    """stop one feed until a restart; False if no such source in this process"""
