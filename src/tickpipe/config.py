@@ -261,12 +261,6 @@ class Settings(BaseSettings):
     access_log_max_bytes: int = Field(50 * 1024 * 1024, ge=4096, description="rotate past this")
     access_log_backups: int = Field(5, ge=0, description="rotated access log files kept")
 
-    access_log: Literal["file", "stdout", "off"] = Field(
-        "file", description="API access log: data/logs/access.log (rotated), stdout, or off"
-    )
-    access_log_max_bytes: int = Field(50 * 1024 * 1024, ge=4096, description="rotate past this")
-    access_log_backups: int = Field(5, ge=0, description="rotated access log files kept")
-
     @field_validator(
         "simulator_symbols",
         "schwab_symbols",
