@@ -63,6 +63,7 @@ class FakeTastytrade:
         send_event_fields: bool = True,
         max_subscription_items: int | None = None,
         access_ttl_s: float = 900.0,
+        quote_token_ttl_s: float = 86_400.0,
         chains: dict[str, list[tuple[dt.date, float]]] | None = None,
         futures: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
@@ -73,6 +74,7 @@ class FakeTastytrade:
         self.send_event_fields = send_event_fields
         self.max_subscription_items = max_subscription_items
         self.access_ttl_s = access_ttl_s
+        self.quote_token_ttl_s = quote_token_ttl_s
         self.chains = chains or {}
         self.futures = futures or {}
         self.connections: list[Connection] = []
@@ -82,6 +84,8 @@ class FakeTastytrade:
         self.tape: dict[str, list[dict[str, Any]]] = {}
         self.quote_tokens: set[str] = set()
         self.silent = False
+        self.refuse_tokens = 0
+        """refuse this many more AUTH attempts whatever the token (-1: all of them)"""
         self._access: dict[str, float] = {}
         self._ids = itertools.count(1)
         self._changed: asyncio.Condition | None = None
@@ -175,7 +179,9 @@ class FakeTastytrade:
 
     @property
     def live(self) -> list[Connection]:
-        return [c for c in self.connections if c.closed_by_server is None and c.ws.state is State.OPEN]
+        return [
+            c for c in self.connections if c.closed_by_server is None and c.ws.state is State.OPEN
+        ]
 
     def publish(self, event_type: str, symbol: str, **fields: Any) -> dict[str, Any]:
         """Record one event and send it to every connection subscribed to it."""
@@ -207,7 +213,9 @@ class FakeTastytrade:
 
     async def error(self, error: str, message: str) -> None:
         for conn in self.live:
-            await self._send(conn, {"type": "ERROR", "channel": 0, "error": error, "message": message})
+            await self._send(
+                conn, {"type": "ERROR", "channel": 0, "error": error, "message": message}
+            )
 
     async def send_raw(self, text: str) -> None:
         for conn in self.live:
@@ -265,8 +273,13 @@ class FakeTastytrade:
             })  # fmt: skip
             await self._send(conn, {"type": "AUTH_STATE", "channel": 0, "state": "UNAUTHORIZED"})
         elif kind == "AUTH":
-            if message.get("token") not in self.quote_tokens:
-                await self._send(conn, {"type": "AUTH_STATE", "channel": 0, "state": "UNAUTHORIZED"})
+            refused = self.refuse_tokens != 0
+            if refused and self.refuse_tokens > 0:
+                self.refuse_tokens -= 1
+            if refused or message.get("token") not in self.quote_tokens:
+                await self._send(
+                    conn, {"type": "AUTH_STATE", "channel": 0, "state": "UNAUTHORIZED"}
+                )
                 return await self._refuse(conn, "UNAUTHORIZED", "invalid token")
             conn.authorized = True
             await self._send(
@@ -412,7 +425,12 @@ class FakeTastytrade:
             self._notify()
 
     def _route(
-        self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        headers: dict[str, str],
+        body: bytes,
     ) -> tuple[int, Any]:
         if not headers.get("user-agent"):
             return 401, {"error": {"code": "unauthorized", "message": "User-Agent is required"}}
@@ -420,18 +438,25 @@ class FakeTastytrade:
             grant = orjson.loads(body or b"{}")
             if grant.get("client_secret") != self.client_secret:
                 return 401, {"error": "invalid_client", "error_description": "bad client secret"}
-            if grant.get("grant_type") != "refresh_token" or grant.get("refresh_token") != self.refresh_token:
+            if (
+                grant.get("grant_type") != "refresh_token"
+                or grant.get("refresh_token") != self.refresh_token
+            ):
                 return 400, {"error": "invalid_grant", "error_description": "grant revoked"}
             token = f"access-{next(self._ids)}"
             self._access[token] = time.monotonic() + self.access_ttl_s
-            return 200, {"access_token": token, "token_type": "Bearer", "expires_in": self.access_ttl_s}
+            return 200, {
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_in": self.access_ttl_s,
+            }
         bearer = headers.get("authorization", "").removeprefix("Bearer ")
         if self._access.get(bearer, 0) < time.monotonic():
             return 401, {"error": {"code": "token_invalid", "message": "access token expired"}}
         if method == "GET" and path == "/api-quote-tokens":
             token = f"quote-{next(self._ids)}"
             self.quote_tokens.add(token)
-            expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=24)
+            expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=self.quote_token_ttl_s)
             return 200, {"data": {
                 "token": token, "dxlink-url": self.ws_url, "level": "api",
                 "expires-at": expires.isoformat().replace("+00:00", "Z"),
@@ -468,7 +493,11 @@ class FakeTastytrade:
             }
             for expiry, strikes in sorted(by_expiry.items())
         ]
-        item = {"underlying-symbol": underlying, "root-symbol": underlying, "expirations": expirations}
+        item = {
+            "underlying-symbol": underlying,
+            "root-symbol": underlying,
+            "expirations": expirations,
+        }
         return 200, {"data": {"items": [item]}, "context": f"/option-chains/{underlying}/nested"}
 
 

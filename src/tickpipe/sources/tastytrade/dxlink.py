@@ -78,6 +78,8 @@ class Link:
         self.channel_open = False
         self.last_received = clock.monotonic()
         self.errors: list[dict[str, Any]] = []
+        self.closing: str | None = None
+        """why we closed the connection ourselves, if we did"""
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send(orjson.dumps(message).decode())
@@ -158,18 +160,18 @@ class Link:
         while True:
             quiet = self._clock.monotonic() - self.last_received
             if quiet >= self._timeout:
-                await self.ws.close(code=1000, reason="keepalive timeout")
-                raise TransportError(
+                self.closing = (
                     f"DXLink server silent for {quiet:.1f} s "
-                    f"(TASTYTRADE_KEEPALIVE_TIMEOUT_S={self._timeout:g})",
-                    source="tastytrade",
+                    f"(TASTYTRADE_KEEPALIVE_TIMEOUT_S={self._timeout:g})"
                 )
+                await self.ws.close(code=1000, reason="keepalive timeout")
+                raise TransportError(self.closing, source="tastytrade")
             await asyncio.sleep(max(self._timeout - quiet, 0.05))
 
     async def read_forever(self) -> None:
         async for frame in self.ws:
             await self._dispatch(frame)
-        raise TransportError(_closed_text(self.ws), source="tastytrade")
+        raise TransportError(self.closing or _closed_text(self.ws), source="tastytrade")
 
     async def _until(self, done: Callable[[], bool], what: str) -> None:
         try:
