@@ -109,3 +109,15 @@ SAMPLE = [
     Rec(3886173652682000, 0.0, 4049.0, 4048.5, 4048.5, 1, 1, 1, 0),
     Rec(3886173652682001, 0.0, 4049.0, 4048.5, 4048.25, 1, 1, 1, 0),
 ]
+
+
+DEPTH_HEADER = struct.Struct("<4sIII48s")
+DEPTH_RECORD = struct.Struct("<qBBHfII")
+
+
+def depth_file(path: Path, records: list[tuple[int, int, int, float, int]], flags: int = 0) -> Path:
+    """A .depth file: (DateTime µs, Command, NumOrders, Price, Quantity) per record."""
+    head = DEPTH_HEADER.pack(b"SCDD", 64, 24, 1, b"\0" * 48)
+    body = b"".join(DEPTH_RECORD.pack(t, c, flags, n, p, q, 0) for t, c, n, p, q in records)
+    path.write_bytes(head + body)
+    return path
