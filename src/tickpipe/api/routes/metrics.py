@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, GCCollector, ProcessCollector, generate_latest
+from prometheus_client import GCCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.responses import Response
 
@@ -27,6 +27,8 @@ from tickpipe.sources.base import SourceStatus
 
 router = APIRouter(tags=["status"])
 PROBE_TIMEOUT_S = 2.0
+TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+"""every name here is a classic one, so the format every Prometheus version reads"""
 NS = 1_000_000_000
 
 
@@ -276,7 +278,7 @@ async def prometheus_metrics(request: Request) -> Response:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Scrape(*collectors))
     # on the event loop: the request counters it reads are updated there
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), media_type=TEXT_FORMAT)
 
 
 class _AccessLogCollector:
