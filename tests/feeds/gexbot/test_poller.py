@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 from pydantic import SecretStr
 
+from tickpipe.clock import SystemClock
 from tickpipe.config import Settings
+from tickpipe.errors import ConfigError
 from tickpipe.events import Kind
 from tickpipe.sources.base import SourceStatus
+from tickpipe.sources.registry import build_sources
 
 from ...fakes.gexbot import KEY, Answer, FakeGexbot
 from .harness import (
@@ -213,16 +217,35 @@ async def test_a_restart_does_not_store_unchanged_levels_again(
     assert lake(cfg.data_dir, "quarantine") == []
 
 
-async def test_the_legacy_v1_style_sends_the_key_as_a_parameter(
-    fake: FakeGexbot, settings: Settings
+async def test_the_legacy_v1_style_sends_the_key_as_a_parameter_never_logged(
+    fake: FakeGexbot, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg = gexbot_settings(
         settings, fake, gexbot_api_style="v1", gexbot_api_base_url=fake.base_url_v1
     )
-    async with running(cfg) as (pipeline, _):
-        await until(lambda: every_pair(pipeline, lambda p: p["updates"] >= 1))
+    with caplog.at_level(logging.DEBUG):
+        async with running(cfg) as (pipeline, _):
+            await until(lambda: every_pair(pipeline, lambda p: p["updates"] >= 1))
     assert {h.style for h in fake.hits} == {"v1"}
     assert {h.status for h in fake.hits} == {200}
+    assert "classic/full?key=********" in caplog.text  # httpx logs each request's URL
+    assert KEY not in caplog.text
+
+
+def test_a_missing_or_research_key_refuses_to_start(settings: Settings) -> None:
+    on = settings.model_copy(update={"gexbot_enabled": True})
+    with pytest.raises(ConfigError, match="GEXBOT_ENABLED=true needs GEXBOT_API_KEY"):
+        build_sources(on, SystemClock())
+    research = on.model_copy(update={"gexbot_api_key": SecretStr("research_abc")})
+    with pytest.raises(ConfigError, match="GEXBOT_API_KEY is a gexbot research key"):
+        build_sources(research, SystemClock())
+    keyed = on.model_copy(update={"gexbot_api_key": SecretStr(KEY)})
+    bad_ticker = keyed.model_copy(update={"gexbot_tickers": ["SPX", "S&P"]})
+    with pytest.raises(ConfigError, match="GEXBOT_TICKERS: 'S&P'"):
+        build_sources(bad_ticker, SystemClock())
+    (source,) = [s for s in build_sources(keyed, SystemClock()) if s.name == "gexbot"]
+    # the watchdog outlasts a whole round of every ticker and category
+    assert source.policy.idle_timeout_s is not None and source.policy.idle_timeout_s >= 60
 
 
 async def test_status_shows_each_ticker_and_category_and_never_the_key(
