@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import numpy as np
@@ -17,6 +18,12 @@ from tickpipe.gex.exposure import MINUTES_PER_YEAR
 from tickpipe.sources.simulator import Simulator
 
 from .conftest import Api
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """GexLevels history every 50 ms, so the history test sees the engine's loop record."""
+    return settings.model_copy(update={"gex_history_seconds": 0.05, "gex_interval_ms": 20})
 
 
 async def feed(api: Api, sim: Simulator, steps: int) -> dict[Kind, list[pa.RecordBatch]]:
@@ -119,6 +126,8 @@ async def test_unknown_underlying_is_404_and_a_stale_chain_503(
 
 
 async def test_gex_levels_history_is_queryable_like_ticks(api: Api, settings: Settings) -> None:
+    """The engine's own loop writes a GexLevels event per underlying every
+    ``gex_history_seconds``; the historical route serves them like ticks."""
     sim = Simulator(
         settings.model_copy(
             update={"simulator_start_ns": SystemClock().now_ns() - 60 * NS_PER_SECOND}
@@ -127,8 +136,15 @@ async def test_gex_levels_history_is_queryable_like_ticks(api: Api, settings: Se
     )
     await feed(api, sim, 5)
     engine = api.pipeline.gex
-    engine.recompute("SPY")
-    await engine._publish("SPY")  # the engine's loop does this after each recompute
+    async with asyncio.timeout(30):  # the engine settles on the fed chain, then records it
+        while True:
+            await asyncio.sleep(0.02)
+            if "SPY" not in engine.results or engine.due():
+                continue
+            latest = await api.pipeline.hot.latest(Kind.GEX, "SPY", 1)
+            result = engine.results["SPY"][("full", "oi")]
+            if latest.num_rows and latest.column("zero_gamma")[0].as_py() == result.zero_gamma:
+                break
     await api.pipeline.hub.drained()
     now = SystemClock().now_ns()
     params = {
@@ -140,8 +156,8 @@ async def test_gex_levels_history_is_queryable_like_ticks(api: Api, settings: Se
     data = (
         await api.client.get("/api/v1/ticks/historical", params=params, headers=api.auth())
     ).json()["data"]
-    assert len(data) == 1 and data[0]["type"] == "gex"
-    levels = data[0]
-    result = engine.results["SPY"][("full", "oi")]
+    assert data and {row["type"] for row in data} == {"gex"}
+    levels = data[-1]
+    assert levels["source"] == "gex" and levels["symbol"] == "SPY"
     assert levels["zero_gamma"] == result.zero_gamma and levels["call_wall"] == result.call_wall
     assert np.allclose(levels["gex_usd_per_1pct"], result.net_gex_by_strike)

@@ -141,6 +141,8 @@ class GexEngine:
         self.cache: dict[tuple[str, str, str], Cached] = {}
         self.results: dict[str, dict[tuple[Category, Basis], Result]] = {}
         self._last_history_ns: dict[str, int] = {}
+        self._recorded: dict[str, tuple[int, int]] = {}
+        """(chain version, spot version) of each underlying's last GexLevels event"""
         self._seq: dict[str, int] = {}
         self.recomputes = 0
         self.recompute_ms_last = 0.0
@@ -269,6 +271,7 @@ class GexEngine:
                     log.exception("GEX recompute for %s failed", und)
                     continue
                 await self._publish(und)
+            await self._record_history()
 
     async def _publish(self, underlying: str) -> None:
         if self._redis is not None:
@@ -292,11 +295,28 @@ class GexEngine:
                 await pipe.execute()
             except aioredis.RedisError as exc:
                 log.warning("GEX cache to Redis failed: %s", exc)
+
+    async def _record_history(self) -> None:
+        """A GexLevels event per underlying whose levels changed since its last one, at most
+        every ``gex_history_seconds``: the last levels of a quiet chain are recorded too."""
+        if self._ctx is None:
+            return
         now = self._clock.now_ns()
         every = int(self._settings.gex_history_seconds * NS_PER_SECOND)
-        if self._ctx is not None and now - self._last_history_ns.get(underlying, 0) >= every:
-            self._last_history_ns[underlying] = now
-            await self._ctx.emit({Kind.GEX: self._levels_batch(underlying, now)})
+        due = [
+            und
+            for und, state in self._computed.items()
+            if self._recorded.get(und) != state and now - self._last_history_ns.get(und, 0) >= every
+        ]
+        if not due:
+            return
+        for und in due:
+            self._last_history_ns[und] = now
+            self._recorded[und] = self._computed[und]
+        batches = [self._levels_batch(und, now) for und in due]
+        await self._ctx.emit(
+            {Kind.GEX: pa.Table.from_batches(batches).combine_chunks().to_batches()[0]}
+        )
 
     def _levels_batch(self, underlying: str, now: int) -> pa.RecordBatch:
         result = self.results[underlying][("full", "oi")]
