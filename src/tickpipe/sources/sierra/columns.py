@@ -93,13 +93,23 @@ def _round_significant(prices: FloatArray) -> FloatArray:
 def constant_strings(value: str, n: int) -> pa.Array:
     """A string column holding one value n times, built from buffers."""
     data = value.encode()
-    offsets = (np.arange(n + 1, dtype=np.int64) * len(data)).astype(np.int32)
+    offsets = np.arange(0, (n + 1) * len(data), len(data) or 1, dtype=np.int32)
+    if not data:
+        offsets = np.zeros(n + 1, np.int32)
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
 
 
-def nullable_codes(
-    codes: npt.NDArray[Any], missing: npt.NDArray[np.bool_], labels: tuple[str, ...]
-) -> pa.Array:
-    """A string column ``labels[codes]`` with nulls where ``missing``."""
-    indices = pa.array(codes.astype(np.int8), mask=missing)
-    return pa.DictionaryArray.from_arrays(indices, pa.array(labels)).cast(pa.string())
+def aggressor_column(bid_volume: npt.NDArray[Any], ask_volume: npt.NDArray[Any]) -> pa.Array:
+    """ "B" where the volume traded at the ask, "S" at the bid, null where neither side
+    (or both) carries it; built from buffers (one byte per known row)."""
+    known = bid_volume != ask_volume
+    letters = np.where(bid_volume > ask_volume, np.uint8(ord("S")), np.uint8(ord("B")))
+    n = letters.size
+    if known.all():
+        offsets = np.arange(n + 1, dtype=np.int32)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(letters))
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(known, out=offsets[1:])
+    validity = pa.py_buffer(np.packbits(known, bitorder="little"))
+    data = pa.py_buffer(np.ascontiguousarray(letters[known]))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), data, validity)

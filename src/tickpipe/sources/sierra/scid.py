@@ -41,8 +41,8 @@ from tickpipe.errors import ParseError
 from tickpipe.events import SCHEMAS, Kind, TradeFlag
 from tickpipe.sources.base import Batches
 from tickpipe.sources.sierra.columns import (
+    aggressor_column,
     constant_strings,
-    nullable_codes,
     round_prices,
     unix_us_from_sierra,
 )
@@ -165,14 +165,19 @@ def decode(
     o = records["open"]
     volume = _fix(records["total_volume"])
     zero_open = o == 0
-    marker = o < MARKER_BELOW
+    candidates = np.flatnonzero(o < MARKER_BELOW)
     first = last = None
-    if marker.any():
+    tick = zero_open
+    if candidates.size:  # rare: compare only those rows with the two markers
+        values = o[candidates]
         with np.errstate(invalid="ignore", over="ignore"):
-            first = marker & (np.abs(o - FIRST_SUB_TRADE) <= _MARKER_RTOL * -FIRST_SUB_TRADE)
-            last = marker & (np.abs(o - LAST_SUB_TRADE) <= _MARKER_RTOL * -LAST_SUB_TRADE)
-        marker = first | last
-    tick = zero_open | marker
+            is_first = np.abs(values - FIRST_SUB_TRADE) <= _MARKER_RTOL * -FIRST_SUB_TRADE
+            is_last = np.abs(values - LAST_SUB_TRADE) <= _MARKER_RTOL * -LAST_SUB_TRADE
+        first = np.zeros(n, bool)
+        last = np.zeros(n, bool)
+        first[candidates[is_first]] = True
+        last[candidates[is_last]] = True
+        tick = zero_open | first | last
     empty = bad_time = None
     if not plausible.all():
         suspect = ~plausible & (raw_dt == 0) & zero_open & (records["num_trades"] == 0)
@@ -190,11 +195,12 @@ def decode(
 
     seq = np.arange(first_index + 1 + seq_offset, first_index + 1 + seq_offset + n, dtype=np.int64)
     ts_ns = unix_us * 1000
+    const = _Constants(symbol, source, recv_ns)
     batches: Batches = {}
     if is_trade.any():
         rows = _rows(is_trade)
-        bid_vol = _fix(_pick(records["bid_volume"], rows))
-        ask_vol = _fix(_pick(records["ask_volume"], rows))
+        bid_vol = _pick(records["bid_volume"], rows)  # only compared: no Fix() needed
+        ask_vol = _pick(records["ask_volume"], rows)
         m = n if rows is None else rows.size
         flags = np.zeros(m, np.int64)
         if first is not None and last is not None:
@@ -203,15 +209,15 @@ def decode(
         batches[Kind.TRADE] = pa.RecordBatch.from_arrays(
             [
                 pa.array(_pick(ts_ns, rows)),
-                pa.array(np.full(m, recv_ns, np.int64)),
-                constant_strings(symbol, m),
+                const.recv(m),
+                const.symbol(m),
                 pa.array(round_prices(_pick(records["close"], rows), tick_size)),
                 pa.array(_pick(volume, rows).astype(np.float64)),
-                constant_strings(source, m),
+                const.source(m),
                 pa.array(_pick(seq, rows)),
                 pa.nulls(m, pa.string()),
                 pa.nulls(m, pa.string()),
-                nullable_codes(bid_vol >= ask_vol, ask_vol == bid_vol, ("B", "S")),
+                aggressor_column(bid_vol, ask_vol),
                 pa.array(flags),
             ],
             schema=SCHEMAS[Kind.TRADE],
@@ -219,22 +225,22 @@ def decode(
     if is_quote.any():
         rows = _rows(is_quote)
         m = n if rows is None else rows.size
-        bid_size = np.zeros(m)
-        ask_size = np.zeros(m)
         no_trade = ~_pick(has_trade, rows)
+        bid_size = ask_size = const.zeros(m)  # a trade's Bid/AskVolume are no quote sizes
         if no_trade.any():
+            bid_size, ask_size = np.zeros(m), np.zeros(m)
             bid_size[no_trade] = _fix(_pick(records["bid_volume"], rows)[no_trade])
             ask_size[no_trade] = _fix(_pick(records["ask_volume"], rows)[no_trade])
         batches[Kind.QUOTE] = pa.RecordBatch.from_arrays(
             [
                 pa.array(_pick(ts_ns, rows)),
-                pa.array(np.full(m, recv_ns, np.int64)),
-                constant_strings(symbol, m),
+                const.recv(m),
+                const.symbol(m),
                 pa.array(round_prices(_pick(lo, rows), tick_size)),
                 pa.array(bid_size),
                 pa.array(round_prices(_pick(h, rows), tick_size)),
                 pa.array(ask_size),
-                constant_strings(source, m),
+                const.source(m),
                 pa.array(_pick(seq, rows)),
             ],
             schema=SCHEMAS[Kind.QUOTE],
@@ -245,14 +251,14 @@ def decode(
         batches[Kind.BAR] = pa.RecordBatch.from_arrays(
             [
                 pa.array(ts_ns[rows]),
-                pa.array(np.full(m, recv_ns, np.int64)),
-                constant_strings(symbol, m),
+                const.recv(m),
+                const.symbol(m),
                 pa.array(round_prices(o[rows], tick_size)),
                 pa.array(round_prices(h[rows], tick_size)),
                 pa.array(round_prices(lo[rows], tick_size)),
                 pa.array(round_prices(records["close"][rows], tick_size)),
                 pa.array(volume[rows].astype(np.float64)),
-                constant_strings(source, m),
+                const.source(m),
                 pa.array(seq[rows]),
                 pa.array(_fix(records["num_trades"][rows]).astype(np.int64)),
                 pa.array(_fix(records["bid_volume"][rows]).astype(np.float64)),
@@ -281,6 +287,33 @@ def decode(
     elif (good := np.flatnonzero(usable)).size:
         last_dt = int(raw_dt[good[-1]])
     return Decoded(batches=batches, bad=bad, skipped=skipped, last_dt=last_dt)
+
+
+class _Constants:
+    """Columns that hold one value, built once per length and shared by the kinds (Arrow
+    arrays are immutable): fewer fresh pages to fault in per chunk."""
+
+    def __init__(self, symbol: str, source: str, recv_ns: int) -> None:
+        self._symbol, self._source, self._recv_ns = symbol, source, recv_ns
+        self._cache: dict[tuple[str, int], Any] = {}
+
+    def _get(self, what: str, n: int, make: Any) -> Any:
+        key = (what, n)
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def symbol(self, n: int) -> pa.Array:
+        return self._get("symbol", n, lambda: constant_strings(self._symbol, n))
+
+    def source(self, n: int) -> pa.Array:
+        return self._get("source", n, lambda: constant_strings(self._source, n))
+
+    def recv(self, n: int) -> pa.Array:
+        return self._get("recv", n, lambda: pa.array(np.full(n, self._recv_ns, np.int64)))
+
+    def zeros(self, n: int) -> npt.NDArray[np.float64]:
+        return self._get("zeros", n, lambda: np.zeros(n))  # type: ignore[no-any-return]
 
 
 def _rows(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp] | None:

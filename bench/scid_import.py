@@ -1,0 +1,147 @@
+"""Sierra Chart .scid import: decode speed, end-to-end import speed, lake bytes per trade.
+
+Writes a synthetic ES tick file (default 10 M records, 400 MB: a random walk on the 0.25
+tick, sides at random, a few unbundled sub-trade markers, 500 k records a day), then:
+
+- baseline: the same chunks only viewed as records and their Close field summed (what
+  merely touching the file's bytes costs, in this process);
+- decode: ``scid.decode`` of 1 M-record chunks to Arrow trades and quotes, per-chunk
+  percentiles and records/s, and its ratio to the baseline;
+- end to end: ``run_backfill`` with the import source into a fresh data dir (duplicate
+  check, quality, journal with fsync, Parquet lake), records/s and lake bytes per trade.
+
+    python bench/scid_import.py [--records 10000000] [--chunk 1000000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import percentiles
+
+from tickpipe.backfill import run_backfill
+from tickpipe.clock import SystemClock
+from tickpipe.config import Settings
+from tickpipe.sources.sierra import files, scid
+from tickpipe.sources.sierra.importer import ImportFile, ScidImport
+from tickpipe.store import layout
+
+SIERRA_EPOCH_US = 25_569 * 86_400_000_000
+PER_DAY = 500_000
+
+
+def write_file(path: Path, n: int, seed: int = 1) -> None:
+    """n tick records as Sierra writes them, in 1 M-record pieces."""
+    rng = np.random.default_rng(seed)
+    start_us = 1_735_828_200_000_000 + SIERRA_EPOCH_US  # 2025-01-02 14:30 UTC
+    header = b"SCID" + (56).to_bytes(4, "little") + (40).to_bytes(4, "little")
+    header += (1).to_bytes(2, "little") + bytes(56 - 14)
+    price = 6000.0
+    with open(path, "wb") as f:
+        f.write(header)
+        for first in range(0, n, 1_000_000):
+            m = min(1_000_000, n - first)
+            index = np.arange(first, first + m)
+            day, within = np.divmod(index, PER_DAY)
+            rec = np.zeros(m, scid.RECORD_DTYPE)
+            rec["dt"] = start_us + day * 86_400_000_000 + within * 46_000 + (index % 3)
+            steps = rng.integers(-1, 2, m) * 0.25
+            walk = price + np.cumsum(steps)
+            price = float(walk[-1])
+            sell = rng.random(m) < 0.5
+            rec["close"] = walk
+            rec["low"] = np.where(sell, walk, walk - 0.25)
+            rec["high"] = rec["low"] + np.float32(0.25)
+            markers = rng.random(m) < 0.01
+            rec["open"] = np.where(markers, scid.FIRST_SUB_TRADE, 0)
+            size = rng.integers(1, 6, m).astype(np.uint32)
+            rec["num_trades"] = 1
+            rec["total_volume"] = size
+            rec["bid_volume"] = np.where(sell, size, 0)
+            rec["ask_volume"] = np.where(sell, 0, size)
+            f.write(rec.tobytes())
+
+
+def bench_decode(path: Path, chunk: int, repeat: int) -> tuple[list[float], list[float], int]:
+    view = files.look(path)
+    with open(path, "rb") as f:
+        f.seek(view.header.header_size)
+        data = f.read()
+    base_times: list[float] = []
+    decode_times: list[float] = []
+    for _ in range(repeat):
+        for first in range(0, view.records, chunk):
+            piece = memoryview(data)[first * 40 : (first + chunk) * 40]
+            t0 = time.perf_counter()
+            records = scid.as_records(piece)
+            float(records["close"].sum())
+            base_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            scid.decode(
+                scid.as_records(piece),
+                symbol="/ESH25",
+                first_index=first,
+                recv_ns=0,
+                tick_size=0.25,
+            )
+            decode_times.append(time.perf_counter() - t0)
+    return base_times, decode_times, view.records * repeat
+
+
+def bench_import(path: Path, data: Path) -> tuple[float, dict[str, int], dict[str, int]]:
+    settings = Settings(_env_file=None, data_dir=data, journal_segment_seconds=5)  # type: ignore[call-arg]
+    source = ScidImport([ImportFile(path, "/ESH25", 0.25)], SystemClock())
+    t0 = time.perf_counter()
+    report = asyncio.run(run_backfill(settings, [source]))
+    seconds = time.perf_counter() - t0
+    sizes = {}
+    for dataset in ("trade", "quote"):
+        sizes[dataset] = sum(
+            f.stat().st_size for f in layout.lake_files(settings.lake_dir, dataset)
+        )
+    return seconds, report.sources[0].accepted, sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=10_000_000)
+    parser.add_argument("--chunk", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ESH25-CME.scid"
+        write_file(path, args.records)
+        print(f"file: {args.records:,} records, {path.stat().st_size / 1e6:.0f} MB")
+        base, decode, total = bench_decode(path, args.chunk, args.repeat)
+        base_rate = total / sum(base)
+        decode_rate = total / sum(decode)
+        print(
+            f"baseline (view + sum Close)  {base_rate / 1e6:8.1f} M records/s  per chunk {percentiles(base)}"
+        )
+        print(
+            f"decode to Arrow              {decode_rate / 1e6:8.1f} M records/s  per chunk {percentiles(decode)}"
+        )
+        print(f"decode / baseline time       {base_rate / decode_rate:8.1f} x")
+        seconds, accepted, sizes = bench_import(path, Path(tmp) / "data")
+        trades = accepted.get("trade", 0)
+        quotes = accepted.get("quote", 0)
+        print(
+            f"import end to end            {args.records / seconds / 1e6:8.2f} M records/s  "
+            f"({args.records:,} records in {seconds:.1f} s: {trades:,} trades, {quotes:,} quotes)"
+        )
+        print(
+            f"lake bytes per trade         {sizes['trade'] / max(trades, 1):8.2f}   "
+            f"per quote {sizes['quote'] / max(quotes, 1):.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
