@@ -8,6 +8,7 @@ TickpipeError
 ├── StorageError         journal, lake or hot store failed
 ├── KeyStoreError        an API-key operation was refused (duplicate, unknown, bad scope)
 └── QueryError           a query is invalid (maps to HTTP 400)
+    └── SymbolError      not a canonical symbol (feeds and queries alike; also a ValueError)
 """
 
 from __future__ import annotations
@@ -54,3 +55,10 @@ class QueryError(TickpipeError):
         super().__init__(message)
         self.code = code
         self.status = status
+
+
+class SymbolError(QueryError, ValueError):
+    """A symbol is not in canonical form; adapters catch it as ValueError, the API as 400."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="bad_symbol")

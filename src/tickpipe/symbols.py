@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from enum import StrEnum
 
-from tickpipe.errors import QueryError
+from tickpipe.errors import QueryError, SymbolError
 
 
 class AssetClass(StrEnum):
@@ -64,7 +64,7 @@ def parse_occ(symbol: str) -> OptionSymbol:
 
 
 def asset_class(symbol: str) -> AssetClass:
-    """Classify a canonical symbol; raises QueryError for anything not canonical."""
+    """Classify a canonical symbol; raises SymbolError for anything not canonical."""
     if _INDEX.match(symbol):
         return AssetClass.INDEX
     if symbol.startswith("/") and _FUTURE.match(symbol):
@@ -73,13 +73,13 @@ def asset_class(symbol: str) -> AssetClass:
         return AssetClass.OPTION
     if _EQUITY.match(symbol):
         return AssetClass.EQUITY
-    raise QueryError(f"not a canonical symbol: {symbol!r}", code="bad_symbol")
+    raise SymbolError(f"not a canonical symbol: {symbol!r}")
 
 
 def is_canonical(symbol: str) -> bool:
     try:
         asset_class(symbol)
-    except QueryError:
+    except SymbolError:
         return False
     return True
 
