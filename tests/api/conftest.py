@@ -13,6 +13,7 @@ import uvicorn
 
 from tickpipe.api.app import create_app
 from tickpipe.api.context import ApiContext
+from tickpipe.api.errors import JsonErrorsHttpProtocol
 from tickpipe.cli import _Server
 from tickpipe.config import Settings
 from tickpipe.events import Kind
@@ -62,7 +63,12 @@ async def served(api: Api) -> AsyncIterator[Api]:
     """The same API on a real loopback port (for WebSockets)."""
     port = free_port()
     config = uvicorn.Config(
-        create_app(api.ctx), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        create_app(api.ctx),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        http=JsonErrorsHttpProtocol,  # as the CLI serves it: parser refusals in JSON too
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())

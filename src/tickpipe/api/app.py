@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from tickpipe import __version__
 from tickpipe.api import errors, observe
 from tickpipe.api.context import ApiContext
-from tickpipe.status import Status
-from tickpipe.api.responses import OrjsonResponse
+from tickpipe.api.responses import OrjsonResponse, degraded_reasons, install_openapi
 from tickpipe.api.routes import admin, dashboard, gex, metrics, quality, stream, ticks
+from tickpipe.status import Status
 
 DESCRIPTION = """
 Real-time and historical market data for models and backtests.
@@ -49,8 +49,14 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get("/api/v1/health", tags=["status"])
     async def health() -> dict[str, Any]:
-        """Liveness: answers as soon as the server runs; ``ready`` once recovery is done."""
-        return {"status": "ok", "ready": ctx.ready()}
+        """Liveness: answers as soon as the server runs; ``ready`` once recovery is done.
+        ``status`` is ``degraded`` with one sentence per ``reasons`` while something is
+        failing (journal refusing writes, lake flush, Redis, a feed); else ``ok``."""
+        try:
+            reasons = degraded_reasons(ctx.status())
+        except Exception as exc:  # the verdict must not take liveness down with it
+            reasons = [f"status unavailable: {type(exc).__name__}"]
+        return {"status": "degraded" if reasons else "ok", "ready": ctx.ready(), "reasons": reasons}
 
     @app.get("/api/v1/status", tags=["status"], response_model=Status)
     async def status() -> dict[str, Any]:
@@ -59,6 +65,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     for module in (ticks, quality, stream, gex, admin, metrics, dashboard):
         app.include_router(module.router)
+    install_openapi(app)
     return app
 
 
@@ -66,7 +73,6 @@ def app_from_env() -> FastAPI:
     """Factory for ``--role api --workers N``: each worker reads settings from the env."""
     from tickpipe.api.readonly import api_context
     from tickpipe.config import load_settings
-
     from tickpipe.logsafe import configure_logging
 
     settings = load_settings()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from tickpipe.api.auth import RateLimiter
+from tickpipe.api.params import Limits
 from tickpipe.config import Settings
 from tickpipe.events import Kind
 from tickpipe.store.bus import Bus
@@ -38,10 +39,13 @@ class ApiContext:
     gex: Callable[[str, str, str], Awaitable[GexAnswer | None]]
     """(underlying, category, basis) -> the precomputed GEX, or None if unknown"""
     limiter: RateLimiter = dataclasses.field(default_factory=RateLimiter)
-    latest_json: dict[tuple[Kind, str, int], tuple[int, bytes]] = dataclasses.field(
+    latest_json: dict[tuple[Kind, str, int], tuple[int, bytes, int | None]] = dataclasses.field(
         default_factory=dict
     )
-    """real-time JSON per (kind, symbol, limit), keyed to the hot store's version"""
+    """real-time JSON and newest ts_event per (kind, symbol, limit), keyed to the hot
+    store's version"""
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    """what one request may cost (checked before its query runs)"""
     background: list[Callable[[], Coroutine[Any, Any, None]]] = dataclasses.field(
         default_factory=list
     )

@@ -22,7 +22,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from tickpipe.api.responses import OrjsonResponse
 from tickpipe.errors import KeyStoreError, QueryError
 from tickpipe.store.hot_redis import HotStoreUnavailable
 
@@ -91,7 +90,7 @@ def error_response(
         error_body(code, message),
         status_code=status,
         headers=headers,
-        media_type=OrjsonResponse.media_type,
+        media_type="application/json",
     )
 
 

@@ -8,6 +8,7 @@ value that passes here can overflow a date, a partition name or an Arrow scalar 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 
 import orjson
@@ -24,6 +25,21 @@ MAX_TIME_NS = 2**63 - 1
 MAX_SYMBOL_CHARS = 32
 """longer than any canonical symbol (an OCC option symbol has 21 characters)"""
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """What one request may cost, checked before its query runs. Streamed formats stream
+    with bounded memory whatever their size; these bound the work and the bytes."""
+
+    json_range_ns: int = 31 * 86_400 * NS
+    """raw JSON history: the widest time range of one request (pages within it)"""
+    json_bars: int = 200_000
+    """JSON bars: intervals x symbols"""
+    stream_bars: int = 20_000_000
+    """bars in Arrow/Parquet/CSV: intervals x symbols"""
+    stream_cells: int = 250_000_000
+    """raw rows x columns in Arrow/Parquet/CSV and replay (about 20 M trades)"""
 
 
 def quote(value: str) -> str:

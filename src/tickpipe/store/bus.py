@@ -59,6 +59,18 @@ class Subscription:
             await self._ready.wait()
         return self._items.popleft()
 
+    async def get_all(self) -> list[tuple[Kind, pa.RecordBatch]]:
+        """Everything queued, waiting for at least one item (a reader that sends what has
+        piled up in one message catches up instead of falling further behind)."""
+        while not self._items:
+            if self.closed:
+                raise asyncio.CancelledError("subscription closed")
+            self._ready.clear()
+            await self._ready.wait()
+        items = list(self._items)
+        self._items.clear()
+        return items
+
     def close(self) -> None:
         self.closed = True
         self._ready.set()

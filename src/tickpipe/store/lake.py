@@ -6,12 +6,19 @@ atomic rename; only after every file is in place is the segment removed. A crash
 point leaves either the segment (flushed again, same names: overwrite, no duplicate) or
 the files (and no segment). Timestamps and sequence numbers use delta encoding and the
 rest dictionary encoding, which is what gets a trade to a few bytes.
+
+A full disk is a state: a failed write removes its temporary file, the segment stays in the
+journal for the next pass, and the log says so when it starts and when it ends (not every
+second). Segments are checked batch by batch before they are sorted (``salvage_segment``):
+an invalid batch is never handed to a sort or a Parquet writer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +28,13 @@ import pyarrow.parquet as pq
 
 from tickpipe.errors import StorageError
 from tickpipe.store import layout
-from tickpipe.store.journal import closed_segments, fsync_dir, read_segment
+from tickpipe.store.journal import (
+    closed_segments,
+    datasets,
+    fsync_dir,
+    open_for_write,
+    salvage_segment,
+)
 from tickpipe.store.rollup import ROLLUP, rollup_table
 
 log = logging.getLogger(__name__)
@@ -41,21 +54,26 @@ def write_parquet(table: pa.Table, path: Path, zstd_level: int) -> None:
         for c in ("symbol", "ts_event")
         if c in table.column_names
     ]
-    pq.write_table(
-        table,
-        tmp,
-        compression="zstd",
-        compression_level=zstd_level,
-        use_dictionary=[c for c in table.column_names if c not in delta],
-        column_encoding=encodings,
-        row_group_size=ROW_GROUP_ROWS,
-        sorting_columns=sorting or None,
-        write_statistics=True,
-        data_page_version="2.0",
-    )
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open_for_write(tmp) as sink:
+            pq.write_table(
+                table,
+                sink,
+                compression="zstd",
+                compression_level=zstd_level,
+                use_dictionary=[c for c in table.column_names if c not in delta],
+                column_encoding=encodings,
+                row_group_size=ROW_GROUP_ROWS,
+                sorting_columns=sorting or None,
+                write_statistics=True,
+                data_page_version="2.0",
+            )
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written file must not hold the space it took
+        raise
     fsync_dir(path.parent)
 
 
@@ -85,13 +103,22 @@ class LakeWriter:
         self.files_written = 0
         self.rows_written = 0
         self.segments_flushed = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self.blocked_since: float | None = None
+        """wall time since which flushing fails (disk full...), else None"""
+        self.corrupt_segments = 0
+        self.corrupt_batches = 0
 
     def flush_segment(self, dataset: str, path: Path) -> int:
         """Turn one closed segment into lake files and delete it; returns rows written."""
-        table = read_segment(path)
         segment = layout.segment_of(path)
         rows = 0
         try:
+            table, invalid = salvage_segment(path, self._journal)
+            if invalid:
+                self.corrupt_segments += 1
+                self.corrupt_batches += invalid
             if table is not None and table.num_rows:
                 table = sort_for_lake(table)
                 if dataset == "trade":  # the rollup first: see rollup.py
@@ -119,16 +146,32 @@ class LakeWriter:
             write_parquet(part, target, self._zstd)
 
     def flush_closed(self) -> int:
-        """Flush every closed segment of every dataset, oldest first."""
+        """Flush every closed segment of every dataset, oldest first. A storage failure
+        ends the pass and is kept as state (``blocked_since``, ``last_error``), logged
+        when it starts and when it clears; the segment is flushed again next time."""
         rows = 0
-        if not self._journal.is_dir():
-            return 0
-        for ds_dir in sorted(p for p in self._journal.iterdir() if p.is_dir()):
-            for path in closed_segments(self._journal, ds_dir.name):
-                rows += self.flush_segment(ds_dir.name, path)
+        try:
+            for dataset in datasets(self._journal):
+                for path in closed_segments(self._journal, dataset):
+                    rows += self.flush_segment(dataset, path)
+        except StorageError as exc:
+            self.errors += 1
+            self.last_error = str(exc)
+            if self.blocked_since is None:
+                self.blocked_since = time.time()
+                log.error("lake flush fails (%s); the journal keeps the data until it works", exc)
+            return rows
+        if self.blocked_since is not None:
+            log.warning("lake flush works again after %.1fs", time.time() - self.blocked_since)
+            self.blocked_since = None
+            self.last_error = None
         return rows
 
     def lake_bytes(self) -> int:
         if not self._lake.is_dir():
             return 0
-        return sum(p.stat().st_size for p in self._lake.rglob(f"*{layout.LAKE_SUFFIX}"))
+        total = 0
+        for p in self._lake.rglob(f"*{layout.LAKE_SUFFIX}"):
+            with contextlib.suppress(FileNotFoundError):  # compacted away meanwhile
+                total += p.stat().st_size
+        return total

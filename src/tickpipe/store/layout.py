@@ -35,8 +35,15 @@ def segment_of(path: Path) -> str:
     return path.name.split(".", 1)[0]
 
 
+_FIRST_DAY = (dt.date.min - dt.date(1970, 1, 1)).days
+_LAST_DAY = (dt.date.max - dt.date(1970, 1, 1)).days
+
+
 def day_of_ns(ts_ns: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=ts_ns // NS_PER_DAY)
+    """The UTC day of a nanosecond time, clamped to what ``datetime.date`` can hold (a time
+    past year 9999 is a caller's mistake, not a reason to raise OverflowError here)."""
+    days = min(max(int(ts_ns) // NS_PER_DAY, _FIRST_DAY), _LAST_DAY)
+    return dt.date(1970, 1, 1) + dt.timedelta(days=days)
 
 
 def partition_dir(lake_dir: Path, dataset: str, day: dt.date) -> Path:

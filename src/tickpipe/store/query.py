@@ -6,13 +6,20 @@ are read first, the lake is listed after. A segment the flusher deletes in betwe
 its Parquet files renamed into place before the deletion, so the later lake listing
 sees them; a segment still present whose files are already in the lake is skipped for
 those days. Bars are aggregated in DuckDB, never in Python loops.
+
+Memory is bounded whatever is asked: DuckDB runs with ``memory_limit`` and spills sorts to
+``<data>/tmp/duckdb``; the ``*_reader`` methods stream record batches; the ``count_*``
+and ``span`` methods let the API estimate a request's cost before it runs. Journal
+segments are checked batch by batch (``validate(full=True)``, each batch once) before
+DuckDB sees them: an invalid batch is left out, never read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
@@ -25,11 +32,14 @@ from tickpipe.errors import QueryError
 from tickpipe.events import SCHEMAS, Kind
 from tickpipe.store import layout
 from tickpipe.store.hot import HotStore
-from tickpipe.store.journal import all_segments, read_segment
+from tickpipe.store.journal import all_segments, read_batches
 from tickpipe.store.rollup import BARS_SCHEMA, ROLLUP, ROLLUP_SCHEMA, SECOND, merge_sql, partial_sql
+
+log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 R = TypeVar("R")
+MAX_NS = 2**63 - 1
 
 INTERVALS: dict[str, int] = {
     "1s": 1,
@@ -67,12 +77,36 @@ def _retry_once_on_vanished_file(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+def _clamp(ns: int) -> int:
+    """Into int64 nanoseconds: whatever a caller passes cannot overflow a date or a scalar."""
+    return min(max(int(ns), 0), MAX_NS)
+
+
 class Query:
-    def __init__(self, lake_dir: Path, journal_dir: Path, hot: HotStore, threads: int = 2) -> None:
+    def __init__(
+        self,
+        lake_dir: Path,
+        journal_dir: Path,
+        hot: HotStore,
+        threads: int = 2,
+        *,
+        memory_limit: str = "512MB",
+        spill_dir: Path | None = None,
+    ) -> None:
         self._lake = lake_dir
         self._journal = journal_dir
         self.hot = hot
-        self._db = duckdb.connect(":memory:", config={"threads": threads})
+        spill = spill_dir or journal_dir.parent / "tmp" / "duckdb"
+        self._db = duckdb.connect(
+            ":memory:",
+            config={
+                "threads": threads,
+                "memory_limit": memory_limit,
+                "temp_directory": str(spill),
+            },
+        )
+        self._checked: dict[Path, tuple[int, bool]] = {}
+        """journal segment -> (batches already validated, whether any was invalid)"""
 
     def _con(self) -> duckdb.DuckDBPyConnection:
         """A fresh cursor per query over one in-memory database: journal tables registered
@@ -89,9 +123,10 @@ class Query:
         self, dataset: str, start_ns: int, end_ns: int
     ) -> list[tuple[str, pa.Table]]:
         """(segment, rows in range) of every unflushed segment, open ones included."""
+        start_ns, end_ns = _clamp(start_ns), _clamp(end_ns)
         out = []
         for path in all_segments(self._journal, dataset):
-            table = read_segment(path)
+            table = self._read_checked(path)
             if table is None or table.num_rows == 0:
                 continue
             ts = table.column("ts_event")
@@ -99,12 +134,73 @@ class Query:
             out.append((layout.segment_of(path), table.filter(mask)))
         return out
 
+    def _read_checked(self, path: Path) -> pa.Table | None:
+        """A segment's valid batches; each batch is validated once, not on every query (an
+        open segment grows: only its new batches are checked)."""
+        done, had_invalid = self._checked.get(path, (0, False))
+        read = read_batches(path, validate=True, skip=0 if had_invalid else done)
+        if read is None:
+            self._checked.pop(path, None)
+            return None
+        if read.invalid and not had_invalid:
+            log.error(
+                "journal segment %s has %d invalid batches; queries leave them out",
+                path.name,
+                read.invalid,
+            )
+        if len(self._checked) > 4096:
+            self._checked = {p: v for p, v in self._checked.items() if p.exists()}
+        self._checked[path] = (len(read.batches) + read.invalid, had_invalid or read.invalid > 0)
+        return read.table()
+
+    def span(self, dataset: str) -> tuple[int, int] | None:
+        """[first, last] ns that may hold rows of ``dataset``: whole UTC days from the lake's
+        partitions, exact times from the journal. None when nothing is stored. Cheap: no
+        Parquet file is opened."""
+        lows: list[int] = []
+        highs: list[int] = []
+        parts = layout.partitions(self._lake, dataset)
+        if parts:
+            first = dt.date.fromisoformat(parts[0].name[5:])
+            last = dt.date.fromisoformat(parts[-1].name[5:])
+            lows.append((first - dt.date(1970, 1, 1)).days * layout.NS_PER_DAY)
+            highs.append(
+                (last - dt.date(1970, 1, 1)).days * layout.NS_PER_DAY + layout.NS_PER_DAY - 1
+            )
+        for _, table in self._journal_tables(dataset, 0, MAX_NS):
+            if table.num_rows:
+                low, high = pc.min_max(table.column("ts_event")).values()
+                lows.append(low.as_py())
+                highs.append(high.as_py())
+        if not lows:
+            return None
+        return min(lows), max(highs)
+
+    @_retry_once_on_vanished_file
+    def count(self, dataset: str, symbols: list[str] | None, start_ns: int, end_ns: int) -> int:
+        """Rows of ``dataset`` in [start, end) for ``symbols``: the cost estimate of a raw
+        download (reads only the ts_event and symbol columns, pruned by row-group stats)."""
+        start_ns, end_ns = _clamp(start_ns), _clamp(end_ns)
+        con = self._con()
+        source, params = self._from_clause(con, dataset, start_ns, end_ns)
+        if not source:
+            return 0
+        where = ["ts_event >= $start", "ts_event < $end"]
+        if symbols is not None:
+            where.append(f"symbol IN ({_symbol_params(symbols, params)})")
+        params.update(start=start_ns, end=end_ns)
+        row = con.execute(
+            f"SELECT count(*) FROM {source} WHERE {' AND '.join(where)}", params
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def _sources(
         self, dataset: str, start_ns: int, end_ns: int, journal_dataset: str | None = None
     ) -> tuple[list[str], pa.Table | None]:
         """Lake files of ``dataset`` and the journal rows of ``journal_dataset`` (default:
         the same) whose segment-days those files do not already hold."""
         journal_dataset = journal_dataset or dataset
+        start_ns, end_ns = _clamp(start_ns), _clamp(end_ns)
         schema = _schema_of(journal_dataset)
         unflushed = self._journal_tables(journal_dataset, start_ns, end_ns)
         first = layout.day_of_ns(start_ns)
@@ -159,6 +255,7 @@ class Query:
     ) -> duckdb.DuckDBPyRelation | None:
         """Raw rows of one dataset in [start, end) ordered by (ts_event, symbol, source,
         seq); ``after`` resumes past a row (cursor paging). None when nothing is stored."""
+        start_ns, end_ns = _clamp(start_ns), _clamp(end_ns)
         con = self._con()
         source, params = self._from_clause(con, dataset, start_ns, end_ns)
         if not source:
@@ -207,14 +304,42 @@ class Query:
         """OHLCV bars from trades: time (bucket start, ns), open, high, low, close, volume,
         trades, vwap; buckets aligned to the Unix epoch (1d bars are UTC days). With
         ``fill``, empty buckets after a symbol's first bar carry the previous close with
-        zero volume and zero trades.
+        zero volume and zero trades, up to the last bar that has trades: never past the
+        last event, so never into the future.
 
         Whole seconds come from the 1 s rollups in the lake (``rollup.py``) plus journal
         trades not yet rolled up; the partial seconds at either end of the range come from
         raw trades. Open and close are the first and last trade by (ts_event, seq)."""
+        built = self._bars_sql(symbols, start_ns, end_ns, interval, fill=fill)
+        if built is None:
+            return _empty_bars()
+        con, sql, params = built
+        return con.sql(sql, params=params).to_arrow_table().cast(BARS_SCHEMA)
+
+    def bars_reader(
+        self,
+        symbols: list[str],
+        start_ns: int,
+        end_ns: int,
+        interval: str,
+        *,
+        fill: bool = False,
+        batch_rows: int = 65_536,
+    ) -> pa.RecordBatchReader | None:
+        """``bars`` as a stream of record batches (downloads: bounded memory)."""
+        built = self._bars_sql(symbols, start_ns, end_ns, interval, fill=fill)
+        if built is None:
+            return None
+        con, sql, params = built
+        return _cast_reader(con.sql(sql, params=params).to_arrow_reader(batch_rows), BARS_SCHEMA)
+
+    def _bars_sql(
+        self, symbols: list[str], start_ns: int, end_ns: int, interval: str, *, fill: bool
+    ) -> tuple[duckdb.DuckDBPyConnection, str, dict[str, object]] | None:
         step = interval_ns(interval)
+        start_ns, end_ns = _clamp(start_ns), _clamp(end_ns)
         con = self._con()
-        inner_start = -(-start_ns // SECOND) * SECOND
+        inner_start = min(-(-start_ns // SECOND) * SECOND, MAX_NS // SECOND * SECOND)
         inner_end = max(end_ns // SECOND * SECOND, inner_start)
         params: dict[str, object] = {}
         in_symbols = _symbol_params(symbols, params)
@@ -252,16 +377,18 @@ class Query:
             )
             parts.append(partial_sql(f"(SELECT * FROM {name} WHERE symbol IN ({in_symbols}))"))
         if not parts:
-            return _empty_bars()
+            return None
         params.update(inner_start=inner_start, inner_end=inner_end)
         sql = merge_sql("(" + " UNION ALL ".join(parts) + ")", step)
         if fill:
-            last_bucket = (end_ns - 1) - ((end_ns - 1) % step)
+            range_last = (end_ns - 1) - ((end_ns - 1) % step)
             sql = f"""
                 WITH b AS ({sql}),
                 firsts AS (SELECT symbol, min(time) AS first FROM b GROUP BY symbol),
+                lasts AS (SELECT least(max(time), {range_last}) AS last FROM b),
                 grid AS (
-                    SELECT symbol, unnest(range(first, {last_bucket} + 1, {step})) AS time FROM firsts
+                    SELECT symbol, unnest(range(first, (SELECT last FROM lasts) + 1, {step})) AS time
+                    FROM firsts
                 ),
                 joined AS (
                     SELECT g.symbol, g.time, b.open, b.high, b.low, b.close, b.volume, b.trades, b.vwap,
@@ -276,8 +403,7 @@ class Query:
                        coalesce(vwap, carried) AS vwap
                 FROM joined
             """
-        sql = f"SELECT * FROM ({sql}) ORDER BY symbol, time"
-        return con.sql(sql, params=params).to_arrow_table().cast(BARS_SCHEMA)
+        return con, f"SELECT * FROM ({sql}) ORDER BY symbol, time", params
 
     @_retry_once_on_vanished_file
     def trades_with_quotes(
@@ -292,11 +418,39 @@ class Query:
     ) -> pa.Table:
         """Each trade with the bid and ask prevailing at its time (an as-of join in DuckDB);
         quotes up to ``lookback_ns`` before ``start`` count as prevailing."""
+        built = self._asof_sql(symbols, start_ns, end_ns, lookback_ns, limit, after)
+        if built is None:
+            return _TRADES_ASOF_SCHEMA.empty_table()
+        con, sql, params = built
+        return con.sql(sql, params=params).to_arrow_table().cast(_TRADES_ASOF_SCHEMA)
+
+    def trades_with_quotes_reader(
+        self, symbols: list[str], start_ns: int, end_ns: int, *, batch_rows: int = 65_536
+    ) -> pa.RecordBatchReader | None:
+        """``trades_with_quotes`` as a stream of record batches (downloads)."""
+        built = self._asof_sql(symbols, start_ns, end_ns, 3600 * NS, None, None)
+        if built is None:
+            return None
+        con, sql, params = built
+        reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
+        return _cast_reader(reader, _TRADES_ASOF_SCHEMA)
+
+    def _asof_sql(
+        self,
+        symbols: list[str],
+        start_ns: int,
+        end_ns: int,
+        lookback_ns: int,
+        limit: int | None,
+        after: tuple[int, str, str, int] | None,
+    ) -> tuple[duckdb.DuckDBPyConnection, str, dict[str, object]] | None:
+        start_ns, end_ns = _clamp(start_ns), _clamp(end_ns)
+        q_start = _clamp(start_ns - lookback_ns)
         con = self._con()
         trades, params = self._from_clause(con, Kind.TRADE.value, start_ns, end_ns)
         if not trades:
-            return _TRADES_ASOF_SCHEMA.empty_table()
-        quotes, qparams = self._from_clause(con, Kind.QUOTE.value, start_ns - lookback_ns, end_ns)
+            return None
+        quotes, qparams = self._from_clause(con, Kind.QUOTE.value, q_start, end_ns)
         params.update(qparams)
         where = [
             "t.ts_event >= $start",
@@ -312,7 +466,7 @@ class Query:
                 "ON t.symbol = q.symbol AND t.ts_event >= q.ts_event"
             )
             cols = "q.bid, q.bid_size, q.ask, q.ask_size"
-            params["q_start"] = start_ns - lookback_ns
+            params["q_start"] = q_start
         else:
             join = ""
             cols = "NULL::DOUBLE AS bid, NULL::DOUBLE AS bid_size, NULL::DOUBLE AS ask, NULL::DOUBLE AS ask_size"
@@ -323,7 +477,7 @@ class Query:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         params.update(start=start_ns, end=end_ns)
-        return con.sql(sql, params=params).to_arrow_table().cast(_TRADES_ASOF_SCHEMA)
+        return con, sql, params
 
     def replay_reader(
         self,
@@ -335,6 +489,7 @@ class Query:
     ) -> pa.RecordBatchReader | None:
         """(ts_event, line) in (ts_event, type, symbol, source, seq) order across datasets,
         ``line`` each event as a JSON object with its ``type``; JSON built by DuckDB."""
+        start_ns, end_ns = _clamp(start_ns), _clamp(end_ns)
         con = self._con()
         parts: list[str] = []
         params: dict[str, object] = {"start": start_ns, "end": end_ns}
@@ -396,3 +551,16 @@ _TRADES_ASOF_SCHEMA = pa.schema(
 
 def _empty_bars() -> pa.Table:
     return BARS_SCHEMA.empty_table()
+
+
+def _cast_reader(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
+    """DuckDB's batches under the promised schema (its sum() is DECIMAL/HUGEINT-free here,
+    but nullability and int widths may differ), still streaming."""
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            yield pa.RecordBatch.from_arrays(
+                [batch.column(f.name).cast(f.type) for f in schema], schema=schema
+            )
+
+    return pa.RecordBatchReader.from_batches(schema, batches())

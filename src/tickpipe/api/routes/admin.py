@@ -11,7 +11,7 @@ from tickpipe.api.auth import require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.errors import ApiError
 from tickpipe.api.routes import context
-from tickpipe.store.keystore import ApiKey
+from tickpipe.store.keystore import RATE_LIMIT_MAX, RATE_LIMIT_MIN, ApiKey
 
 router = APIRouter(tags=["admin"], prefix="/api/v1/admin")
 Admin = Annotated[ApiKey, Depends(require("admin"))]
@@ -20,9 +20,15 @@ Ctx = Annotated[ApiContext, Depends(context)]
 
 class NewKey(BaseModel):
     name: str = Field(min_length=1, max_length=100, examples=["backtester"])
-    scopes: list[str] = Field(default=["read"], examples=[["read", "stream"]])
+    scopes: list[str] = Field(
+        default=["read"], min_length=1, max_length=3, examples=[["read", "stream"]]
+    )
     rate_limit: float | None = Field(
-        default=None, gt=0, description="requests/s; default from settings"
+        default=None,
+        ge=RATE_LIMIT_MIN,
+        le=RATE_LIMIT_MAX,
+        allow_inf_nan=False,
+        description="requests/s; default from settings",
     )
 
 

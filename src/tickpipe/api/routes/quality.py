@@ -12,7 +12,7 @@ from starlette.responses import Response
 from tickpipe.api.auth import require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import data_json, iso_times, records_json
-from tickpipe.api.params import NS, parse_symbols, parse_time
+from tickpipe.api.params import MAX_TIME_NS, NS, parse_optional_symbols, parse_time
 from tickpipe.api.routes import context
 from tickpipe.datasets import GAPS, QUARANTINE
 from tickpipe.errors import QueryError
@@ -31,11 +31,14 @@ async def _recent(
     end: str | None,
     limit: int,
 ) -> Response:
-    end_ns = parse_time(end, "end_time") if end else time.time_ns() + 60 * NS
-    start_ns = parse_time(start, "start_time") if start else end_ns - 86_400 * NS
+    end_ns = parse_time(end, "end_time") if end is not None else time.time_ns() + 60 * NS
+    start_ns = (
+        parse_time(start, "start_time") if start is not None else max(end_ns - 86_400 * NS, 0)
+    )
     if start_ns >= end_ns:
         raise QueryError("start_time must be before end_time", code="bad_range")
-    syms = parse_symbols(symbols) if symbols else None
+    end_ns = min(end_ns, MAX_TIME_NS)
+    syms = parse_optional_symbols(symbols)
     table = await asyncio.to_thread(
         ctx.query.events, dataset, syms, start_ns, end_ns, limit, newest_first=True
     )
@@ -49,7 +52,9 @@ def _route(dataset: str, path: str, summary: str) -> None:
     async def recent(
         ctx: Ctx,
         _: Read,
-        symbols: str | None = None,
+        symbols: Annotated[
+            str | None, Query(description="comma-separated; leave out for every symbol")
+        ] = None,
         start_time: Annotated[
             str | None, Query(description="default: 24 h before end_time")
         ] = None,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import orjson
@@ -20,14 +21,22 @@ from tickpipe.api.encode import records_json, with_type_and_time
 from tickpipe.api.errors import ApiError
 from tickpipe.api.params import parse_range, parse_symbols, parse_types
 from tickpipe.api.routes import context
+from tickpipe.api.routes.ticks import check_cells
 from tickpipe.errors import QueryError
-from tickpipe.events import Kind
+from tickpipe.events import SCHEMAS, Kind
+from tickpipe.store.bus import Subscription
 from tickpipe.store.keystore import ApiKey
 
 router = APIRouter(tags=["stream"])
 Ctx = Annotated[ApiContext, Depends(context)]
 STREAM_KINDS = (Kind.TRADE, Kind.QUOTE, Kind.BOOK, Kind.OPTION)
 QUEUE_BATCHES = 256
+"""per-client queue of symbol slices; overflow drops the oldest and ends the stream"""
+SEND_TIMEOUT_S = 5.0
+"""a send that cannot go out for this long means the client stopped reading"""
+NOTICE_GRACE_S = 10.0
+"""how long the slow_consumer notice and the close may wait for such a client"""
+CONFLATE_MS = (10, 60_000)
 
 
 async def _refuse(ws: WebSocket, code: str, message: str) -> None:
@@ -37,19 +46,38 @@ async def _refuse(ws: WebSocket, code: str, message: str) -> None:
     await ws.close(code=1008)
 
 
+def _conflate_param(value: str | None) -> float:
+    if value is None:
+        return 0.0
+    low, high = CONFLATE_MS
+    try:
+        ms = int(value) if len(value) <= 6 else -1
+    except ValueError:
+        ms = -1
+    if ms != 0 and not low <= ms <= high:
+        raise QueryError(
+            f"conflate is milliseconds between frames: 0 (off) or {low} to {high:,}",
+            code="bad_parameter",
+        )
+    return ms / 1000
+
+
 @router.websocket("/api/v1/stream")
 async def stream(ws: WebSocket) -> None:
     """Every accepted event as it is accepted: text frames, each a JSON array of events.
 
     Query: `symbols` (required), `types` (default trade,quote,book,option), `token` (the key,
-    for browsers; or an `Authorization: Bearer` header). A client that falls more than
-    256 deliveries behind gets `{"error": {"code": "slow_consumer"}}` and is closed: it
-    never slows the pipeline."""
+    for browsers; or an `Authorization: Bearer` header), `conflate` (milliseconds: at most
+    one frame per interval holding only the latest event per symbol and type; for screens
+    and slow links). What piled up while a frame was being sent goes out in the next frame.
+    A client whose queue overflows, or that does not read for `SEND_TIMEOUT_S`, gets
+    `{"error": {"code": "slow_consumer"}}` and close code 1013: it never slows the pipeline."""
     ctx: ApiContext = ws.app.state.ctx
     try:
         authorize_websocket(ws, "stream")
         symbols = parse_symbols(ws.query_params.get("symbols", ""))
         kinds = parse_types(ws.query_params.get("types"), STREAM_KINDS)
+        conflate_s = _conflate_param(ws.query_params.get("conflate"))
     except ApiError as exc:
         await _refuse(ws, exc.code, exc.message)
         return
@@ -59,10 +87,16 @@ async def stream(ws: WebSocket) -> None:
     sub = ctx.bus.subscribe(frozenset(kinds), frozenset(symbols), maxsize=QUEUE_BATCHES)
     await ws.accept()
     try:
-        hello = {"type": "subscribed", "symbols": symbols, "types": [k.value for k in kinds]}
+        hello: dict[str, object] = {
+            "type": "subscribed",
+            "symbols": symbols,
+            "types": [k.value for k in kinds],
+        }
+        if conflate_s:
+            hello["conflate_ms"] = round(conflate_s * 1000)
         await ws.send_text(orjson.dumps(hello).decode())
         async with asyncio.TaskGroup() as group:
-            sender = group.create_task(_send(ws, sub))
+            sender = group.create_task(_send(ws, sub, conflate_s))
             receiver = group.create_task(_drain_client(ws))
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
             for task in (sender, receiver):
@@ -73,21 +107,93 @@ async def stream(ws: WebSocket) -> None:
         ctx.bus.unsubscribe(sub)
 
 
-async def _send(ws: WebSocket, sub: object) -> None:
-    from tickpipe.store.bus import Subscription
-
-    assert isinstance(sub, Subscription)
+async def _send(ws: WebSocket, sub: Subscription, conflate_s: float) -> None:
     while True:
-        kind, batch = await sub.get()
+        if conflate_s:
+            await asyncio.sleep(conflate_s)
+        items = await sub.get_all()
         if sub.dropped:
-            message = f"client fell behind; {sub.dropped} events dropped; reconnect and read faster"
-            await ws.send_text(
-                orjson.dumps({"error": {"code": "slow_consumer", "message": message}}).decode()
-            )
-            await ws.close(code=1013)
+            await _slow(ws, f"client fell behind; {sub.dropped} events dropped")
             return
+        if conflate_s:
+            items = _latest_rows(items)
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await ws.send_text(_frame(items))
+        except TimeoutError:
+            await _slow(ws, f"client read nothing for {SEND_TIMEOUT_S:g} s")
+            return
+
+
+async def _slow(ws: WebSocket, why: str) -> None:
+    """Tell a slow client why it is dropped, then close. Its socket may still be full:
+    the notice waits behind what it has not read, for at most ``NOTICE_GRACE_S``."""
+    message = f"{why}; reconnect and read faster (or ask for conflate=250)"
+    body = orjson.dumps({"error": {"code": "slow_consumer", "message": message}}).decode()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(NOTICE_GRACE_S):
+            await ws.send_text(body)
+            await ws.close(code=1013)
+
+
+class _SharedJson:
+    """JSON of the bus's slices, encoded once for every client: the bus hands each reader
+    the same slice objects, so with 200 clients on one symbol a delivery is encoded once,
+    and a frame made of the same slices is joined once."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._parts: OrderedDict[int, tuple[pa.RecordBatch, str]] = OrderedDict()
+        self._frames: OrderedDict[tuple[int, ...], tuple[list[pa.RecordBatch], str]] = OrderedDict()
+        self._last_rows: OrderedDict[int, tuple[pa.RecordBatch, pa.RecordBatch]] = OrderedDict()
+
+    def part(self, kind: Kind, batch: pa.RecordBatch) -> str:
+        hit = self._parts.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            return hit[1]
         table = with_type_and_time(pa.Table.from_batches([batch]), kind.value)
-        await ws.send_text(records_json(table).decode())
+        text = records_json(table).decode()[1:-1]
+        self._put(self._parts, id(batch), (batch, text))
+        return text
+
+    def frame(self, items: list[tuple[Kind, pa.RecordBatch]]) -> str:
+        key = tuple(id(b) for _, b in items)
+        hit = self._frames.get(key)
+        if hit is not None and all(a is b for a, (_, b) in zip(hit[0], items, strict=True)):
+            return hit[1]
+        text = "[" + ",".join(p for p in (self.part(k, b) for k, b in items) if p) + "]"
+        self._put(self._frames, key, ([b for _, b in items], text))
+        return text
+
+    def last_row(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        hit = self._last_rows.get(id(batch))
+        if hit is not None and hit[0] is batch:
+            return hit[1]
+        row = batch.slice(batch.num_rows - 1, 1)
+        self._put(self._last_rows, id(batch), (batch, row))
+        return row
+
+    def _put(self, cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        cache[key] = value
+        if len(cache) > self._size:
+            cache.popitem(last=False)
+
+
+_shared = _SharedJson()
+
+
+def _frame(items: list[tuple[Kind, pa.RecordBatch]]) -> str:
+    return _shared.frame(items)
+
+
+def _latest_rows(items: list[tuple[Kind, pa.RecordBatch]]) -> list[tuple[Kind, pa.RecordBatch]]:
+    """Conflation: the last event per (kind, symbol) of what piled up (each item is one
+    symbol's slice of a delivery)."""
+    latest: dict[tuple[Kind, str], pa.RecordBatch] = {}
+    for kind, batch in items:
+        if batch.num_rows:
+            latest[(kind, batch.column("symbol")[0].as_py())] = batch
+    return [(kind, _shared.last_row(batch)) for (kind, _), batch in latest.items()]
 
 
 async def _drain_client(ws: WebSocket) -> None:
@@ -97,7 +203,20 @@ async def _drain_client(ws: WebSocket) -> None:
             await ws.receive_text()
 
 
-@router.get("/api/v1/replay", summary="Historical events in time order at a chosen speed (NDJSON)")
+NDJSON = "application/x-ndjson"
+
+
+@router.get(
+    "/api/v1/replay",
+    summary="Historical events in time order at a chosen speed (NDJSON)",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "One JSON event per line",
+            "content": {NDJSON: {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def replay(
     ctx: Ctx,
     _: Annotated[ApiKey, Depends(require("read"))],
@@ -105,17 +224,29 @@ async def replay(
     start_time: Annotated[str, Query(examples=["2026-11-26T14:30:00Z"])],
     end_time: Annotated[str, Query(examples=["2026-11-26T14:35:00Z"])],
     speed: Annotated[
-        float, Query(ge=0, le=100_000, description="x real time; 0 = as fast as possible")
+        float,
+        Query(
+            ge=0,
+            le=100_000,
+            allow_inf_nan=False,
+            description="x real time; 0 = as fast as possible",
+        ),
     ] = 1.0,
     types: Annotated[str | None, Query(description="default trade,quote")] = None,
 ) -> StreamingResponse:
     """One JSON event per line, each with its `type`, in (ts_event, type, symbol, seq) order,
-    emitted at `speed` times the pace at which they happened."""
+    emitted at `speed` times the pace at which they happened. Priced like a download
+    (rows x columns, checked before the query runs)."""
     syms = parse_symbols(symbols)
     kinds = parse_types(types, (Kind.TRADE, Kind.QUOTE))
     start_ns, end_ns = parse_range(start_time, end_time)
+    cells = 0
+    for kind in kinds:
+        rows = await asyncio.to_thread(ctx.query.count, kind.value, syms, start_ns, end_ns)
+        cells += rows * len(SCHEMAS[kind])
+    check_cells(ctx, cells, "the events asked for", end_ns - start_ns)
     reader = await asyncio.to_thread(_replay_reader, ctx, syms, kinds, start_ns, end_ns)
-    return StreamingResponse(_paced(reader, speed), media_type="application/x-ndjson")
+    return StreamingResponse(_paced(reader, speed), media_type=NDJSON)
 
 
 def _replay_reader(

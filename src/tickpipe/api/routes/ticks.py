@@ -1,12 +1,22 @@
-"""Real-time and historical ticks, OHLCV bars and latest quotes."""
+"""Real-time and historical ticks, OHLCV bars and latest quotes.
+
+Every history request is priced before its query runs (``Limits``): raw downloads by rows
+x columns (a count pruned by row-group statistics), bars by intervals x symbols over the
+span that can hold data. Over the limit is a 400 ``range_too_large`` that says how to
+split the request. Downloads stream from DuckDB record-batch readers, so memory stays
+bounded however large the answer and however slowly the client reads.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from typing import Annotated, Literal
 
+import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -35,16 +45,16 @@ from tickpipe.errors import QueryError
 from tickpipe.events import SCHEMAS, Kind
 from tickpipe.store.keystore import ApiKey
 from tickpipe.store.query import interval_ns
+from tickpipe.store.rollup import BARS_SCHEMA
 
 router = APIRouter(tags=["ticks"])
 Read = Annotated[ApiKey, Depends(require("read"))]
 Ctx = Annotated[ApiContext, Depends(context)]
 
-MAX_JSON_RANGE_NS = 31 * 86_400 * NS
-MAX_JSON_BARS = 200_000
 STREAM_BATCH_ROWS = 65_536
 JSON = "application/json"
 _HIGH = "\uffff"
+_ASOF_COLUMNS = 4
 
 
 REALTIME_PARAMS = [
@@ -54,14 +64,15 @@ REALTIME_PARAMS = [
         "required": True,
         "example": "SPY,QQQ",
         "schema": {"type": "string"},
-        "description": "comma-separated canonical symbols",
+        "description": "comma-separated canonical symbols (at most 100)",
     },
     {
         "name": "limit",
         "in": "query",
         "required": False,
         "schema": {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 100},
-        "description": "events per symbol and type",
+        "description": "events per symbol *and per type*: limit=50 with the default "
+        "types=trade,quote returns up to 100 events per symbol",
     },
     {
         "name": "types",
@@ -74,14 +85,41 @@ REALTIME_PARAMS = [
 ]
 
 
+def freshness(
+    symbols: list[str], newest: dict[str, int | None], stale_after_s: float, now_ns: int
+) -> dict[str, dict[str, object]]:
+    """Per symbol: ``last_ts_event`` (its newest event here), ``age_s`` (now minus that)
+    and ``stale`` (older than ``stale_after_s``, or nothing at all)."""
+    out: dict[str, dict[str, object]] = {}
+    for symbol in symbols:
+        last = newest.get(symbol)
+        age = None if last is None else round((now_ns - last) / NS, 3)
+        out[symbol] = {
+            "last_ts_event": last,
+            "age_s": age,
+            "stale": age is None or age > stale_after_s,
+        }
+    return out
+
+
+def _newest(table: pa.Table) -> int | None:
+    if table.num_rows == 0:
+        return None
+    value: int | None = pc.max(table.column("ts_event")).as_py()
+    return value
+
+
 @router.get(
     "/api/v1/ticks/realtime",
     summary="Latest events per symbol, from the hot store",
-    openapi_extra={"parameters": REALTIME_PARAMS},
+    openapi_extra={"parameters": REALTIME_PARAMS, "x-tickpipe-scope": "read"},
 )
 async def realtime(request: Request) -> Response:
-    """`{"data": [...]}`: per type, per symbol, the last `limit` events, oldest first. Each
-    record has `symbol`, `type`, `ts_event` (int ns), `time` (ISO-8601 UTC) and its fields.
+    """`{"data": [...], "freshness": {...}}`: per type, per symbol, the last `limit` events,
+    oldest first (so up to `limit` x types events per symbol). Each record has `symbol`,
+    `type`, `ts_event` (int ns), `time` (ISO-8601 UTC) and its fields. `freshness` gives
+    each symbol's `last_ts_event`, `age_s` and `stale` (older than `TICKPIPE_STALE_AFTER_S`,
+    or no data).
 
     The hottest route, so it reads its parameters itself instead of through FastAPI's
     dependency solver (which cost more than the rest of the request)."""
@@ -95,20 +133,25 @@ async def realtime(request: Request) -> Response:
     kinds = parse_types(query.get("types"), (Kind.TRADE, Kind.QUOTE))
     hot = ctx.query.hot
     parts = []
+    newest: dict[str, int | None] = {}
     for kind in kinds:
         for symbol in syms:
             version = hot.version(kind, symbol)
             key = (kind, symbol, limit)
             cached = ctx.latest_json.get(key)
             if cached is not None and version is not None and cached[0] == version:
-                parts.append(cached[1])
-                continue
-            table = await hot.latest(kind, symbol, limit)
-            encoded = records_json(with_type_and_time(table, kind.value))
-            if version is not None:
-                _remember(ctx.latest_json, key, version, encoded)
+                encoded, last = cached[1], cached[2]
+            else:
+                table = await hot.latest(kind, symbol, limit)
+                encoded = records_json(with_type_and_time(table, kind.value))
+                last = _newest(table)
+                if version is not None:
+                    _remember(ctx.latest_json, key, (version, encoded, last))
             parts.append(encoded)
-    return Response(data_json(parts), media_type=JSON)
+            if last is not None and last > (newest.get(symbol) or -1):
+                newest[symbol] = last
+    fresh = freshness(syms, newest, ctx.settings.stale_after_s, time.time_ns())
+    return Response(data_json(parts, b',"freshness":' + orjson.dumps(fresh)), media_type=JSON)
 
 
 _LATEST_JSON_MAX = 4096
@@ -118,7 +161,7 @@ def _int_param(value: str | None, name: str, default: int, low: int, high: int) 
     if value is None:
         return default
     try:
-        number = int(value)
+        number = int(value) if len(value) <= 20 else low - 1
     except ValueError:
         raise ApiError(
             422, "invalid_parameter", f"{name}: Input should be a valid integer"
@@ -129,32 +172,59 @@ def _int_param(value: str | None, name: str, default: int, low: int, high: int) 
 
 
 def _remember(
-    cache: dict[tuple[Kind, str, int], tuple[int, bytes]],
+    cache: dict[tuple[Kind, str, int], tuple[int, bytes, int | None]],
     key: tuple[Kind, str, int],
-    version: int,
-    encoded: bytes,
+    entry: tuple[int, bytes, int | None],
 ) -> None:
     """Encode once per hot-store update, serve many: the real-time path's main saving."""
     if len(cache) >= _LATEST_JSON_MAX:
         cache.pop(next(iter(cache)))
-    cache[key] = (version, encoded)
+    cache[key] = entry
 
 
-@router.get("/api/v1/quotes/latest", summary="Latest top of book per symbol")
+@router.get(
+    "/api/v1/quotes/latest",
+    summary="Latest top of book per symbol, with its age",
+)
 async def latest_quotes(
     ctx: Ctx, _: Read, symbols: Annotated[str, Query(examples=["SPY,QQQ"])]
 ) -> Response:
-    table = await ctx.query.hot.latest_quotes(parse_symbols(symbols))
+    """`{"data": [...], "freshness": {...}}`: the latest quote of each symbol that has one,
+    each with `age_s` (now minus its `ts_event`) and `stale` (older than
+    `TICKPIPE_STALE_AFTER_S`); `freshness` covers every symbol asked, those without a quote
+    as `stale` with `age_s` null."""
+    syms = parse_symbols(symbols)
+    table = await ctx.query.hot.latest_quotes(syms)
+    now = time.time_ns()
+    stale_after = ctx.settings.stale_after_s
+    ages = pc.round(pc.divide(pc.subtract(now, table.column("ts_event")).cast(pa.float64()), NS), 3)
+    table = with_type_and_time(table, Kind.QUOTE.value)
+    table = table.append_column("age_s", ages).append_column("stale", pc.greater(ages, stale_after))
+    newest = dict(
+        zip(table.column("symbol").to_pylist(), table.column("ts_event").to_pylist(), strict=True)
+    )
+    fresh = freshness(syms, newest, stale_after, now)
     return Response(
-        data_json([records_json(with_type_and_time(table, Kind.QUOTE.value))]), media_type=JSON
+        data_json([records_json(table)], b',"freshness":' + orjson.dumps(fresh)), media_type=JSON
     )
 
 
-@router.get("/api/v1/ticks/historical", summary="Raw events or OHLCV bars for a time range")
+@router.get(
+    "/api/v1/ticks/historical",
+    summary="Raw events or OHLCV bars for a time range",
+    openapi_extra={"x-tickpipe-download": True},
+)
 async def historical(
     ctx: Ctx,
     _: Read,
-    symbols: Annotated[str, Query(examples=["SPY"])],
+    symbols: Annotated[
+        str,
+        Query(
+            examples=["SPY"],
+            description="comma-separated canonical symbols; options "
+            "in padded OCC form, e.g. `SPY   261218C00600000` (URL-encode the spaces)",
+        ),
+    ],
     start_time: Annotated[
         str, Query(examples=["2026-11-26T14:30:00Z"], description="ISO-8601, date or int ns")
     ],
@@ -165,12 +235,16 @@ async def historical(
     limit: Annotated[int, Query(ge=1, le=50_000, description="JSON page size")] = 1000,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     fill: Annotated[
-        Literal["none", "prev"], Query(description="bars: carry the close over empty intervals")
+        Literal["none", "prev"],
+        Query(description="bars: carry the close over empty intervals, up to the last trade"),
     ] = "none",
     asof: Annotated[
         Literal["none", "quote"], Query(description="trades: add the prevailing bid/ask")
     ] = "none",
 ) -> Response:
+    """JSON pages (`{"data": [...], "next_cursor": ...}`), or one Arrow IPC stream, Parquet
+    file or CSV streamed whole. Each request's cost is checked first: over the limit is a
+    400 `range_too_large` naming the limit and how to split the request."""
     syms = parse_symbols(symbols)
     if interval is not None:
         return await _bars(ctx, syms, start_time, end_time, interval, format, fill == "prev")
@@ -183,7 +257,7 @@ async def historical(
         raise QueryError("asof=quote applies to trades only: use types=trade", code="bad_parameter")
     if format == "json":
         start_ns, end_ns = parse_range(
-            start_time, end_time, max_ns=MAX_JSON_RANGE_NS, what=" for JSON"
+            start_time, end_time, max_ns=ctx.limits.json_range_ns, what=" for JSON"
         )
         after = decode_cursor(cursor) if cursor else None
         body = await asyncio.to_thread(
@@ -199,15 +273,49 @@ async def historical(
         raise QueryError(
             f"format={format} carries one type per request; got {len(kinds)}", code="bad_parameter"
         )
+    kind = kinds[0]
     start_ns, end_ns = parse_range(start_time, end_time)
+    rows = await asyncio.to_thread(ctx.query.count, kind.value, syms, start_ns, end_ns)
+    columns = len(SCHEMAS[kind]) + (_ASOF_COLUMNS if asof == "quote" else 0)
+    check_cells(ctx, rows * columns, f"{rows:,} rows x {columns} columns", end_ns - start_ns)
     if asof == "quote":
-        table = await asyncio.to_thread(ctx.query.trades_with_quotes, syms, start_ns, end_ns)
-        return _stream(format, table.schema, table.to_batches(STREAM_BATCH_ROWS))
-    rel = await asyncio.to_thread(ctx.query.events_relation, kinds[0].value, syms, start_ns, end_ns)
-    if rel is None:
-        return _stream(format, SCHEMAS[kinds[0]], [])
-    reader = rel.to_arrow_reader(STREAM_BATCH_ROWS)
+        reader = await asyncio.to_thread(
+            ctx.query.trades_with_quotes_reader, syms, start_ns, end_ns
+        )
+    else:
+        reader = await asyncio.to_thread(_events_reader, ctx, kind, syms, start_ns, end_ns)
+    if reader is None:
+        return _stream(format, SCHEMAS[kind], [])
     return _stream(format, reader.schema, reader)
+
+
+def _events_reader(
+    ctx: ApiContext, kind: Kind, symbols: list[str], start_ns: int, end_ns: int
+) -> pa.RecordBatchReader | None:
+    rel = ctx.query.events_relation(kind.value, symbols, start_ns, end_ns)
+    return None if rel is None else rel.to_arrow_reader(STREAM_BATCH_ROWS)
+
+
+def check_cells(ctx: ApiContext, cells: int, what: str, range_ns: int) -> None:
+    """Refuse a download of more than ``limits.stream_cells`` values, saying how to split it."""
+    limit = ctx.limits.stream_cells
+    if cells <= limit:
+        return
+    window = max(range_ns * limit // cells, NS)
+    raise QueryError(
+        f"request too large: {what} = {cells:,} values; the limit is {limit:,} per request. "
+        f"Split the time range into windows of about {_duration(window)} or less, or ask "
+        "for fewer symbols",
+        code="range_too_large",
+    )
+
+
+def _duration(ns: int) -> str:
+    seconds = ns / NS
+    for unit, size in (("days", 86_400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} seconds"
 
 
 def _stream(fmt: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> StreamingResponse:
@@ -228,7 +336,8 @@ def _json_page(
     after: Cursor | None,
     asof: bool,
 ) -> bytes:
-    """One page across kinds, ordered by (ts_event, type, symbol, source, seq)."""
+    """One page across kinds, ordered by (ts_event, type, symbol, source, seq); at most
+    ``limit`` rows, so its cost is bounded by the page size."""
     tables = []
     for kind in sorted(kinds, key=lambda k: k.value):
         kind_after = _after_for(kind.value, after)
@@ -274,8 +383,23 @@ def _after_for(kind: str, cursor: Cursor | None) -> tuple[int, str, str, int] | 
     if kind < c_kind:
         return (ts, _HIGH, _HIGH, 2**62)  # only later timestamps
     if kind > c_kind:
-        return (ts - 1, _HIGH, _HIGH, 2**62)  # this timestamp onwards
+        return (max(ts - 1, 0), _HIGH, _HIGH, 2**62)  # this timestamp onwards
     return (ts, symbol, source, seq)
+
+
+def bars_estimate(
+    ctx: ApiContext, n_symbols: int, start_ns: int, end_ns: int, step: int, now_ns: int
+) -> int:
+    """Intervals x symbols over the part of [start, end) that can hold trades: from the
+    first stored day, up to the last stored trade and never past now."""
+    span = ctx.query.span(Kind.TRADE.value)
+    if span is None:
+        return 0
+    lo = max(start_ns, span[0] - span[0] % step)
+    hi = min(end_ns, span[1] + 1, now_ns + step)
+    if hi <= lo:
+        return 0
+    return -(-(hi - lo) // step) * n_symbols
 
 
 async def _bars(
@@ -283,15 +407,24 @@ async def _bars(
 ) -> Response:
     step = interval_ns(interval)
     start_ns, end_ns = parse_range(start, end)
-    if fmt == "json" and (end_ns - start_ns) // step * len(symbols) > MAX_JSON_BARS:
+    bars = await asyncio.to_thread(
+        bars_estimate, ctx, len(symbols), start_ns, end_ns, step, time.time_ns()
+    )
+    limit = ctx.limits.json_bars if fmt == "json" else ctx.limits.stream_bars
+    if bars > limit:
+        hint = "" if fmt != "json" else ", or format=arrow|parquet|csv"
         raise QueryError(
-            f"time range too large for JSON: more than {MAX_JSON_BARS:,} bars; use a coarser "
-            "interval, a shorter range, or format=arrow|parquet|csv",
+            f"too many bars: up to {bars:,} ({interval} intervals x {len(symbols)} symbols over "
+            f"the stored part of the range); the limit is {limit:,} for format={fmt}: use a "
+            f"coarser interval, fewer symbols or a shorter range{hint}",
             code="range_too_large",
         )
-    table = await asyncio.to_thread(ctx.query.bars, symbols, start_ns, end_ns, interval, fill=fill)
     if fmt != "json":
-        return _stream(fmt, table.schema, table.to_batches(STREAM_BATCH_ROWS))
+        reader = await asyncio.to_thread(
+            ctx.query.bars_reader, symbols, start_ns, end_ns, interval, fill=fill
+        )
+        return _stream(fmt, BARS_SCHEMA, [] if reader is None else reader)
+    table = await asyncio.to_thread(ctx.query.bars, symbols, start_ns, end_ns, interval, fill=fill)
     table = table.rename_columns(["time_ns" if c == "time" else c for c in table.column_names])
     table = table.add_column(1, "time", iso_times(table.column("time_ns")))
     return Response(data_json([records_json(table)]), media_type=JSON)
