@@ -67,10 +67,12 @@ class Quote:
     ts_event: int
     ts_recv: int
     symbol: str
-    bid: float
-    bid_size: float
-    ask: float
-    ask_size: float
+    bid: float | None
+    """None: the book has no bid (one-sided market); NaN is a bad value, not an absence"""
+    bid_size: float | None
+    """None: the feed did not say (DXLink sends NaN sizes), the price still stands"""
+    ask: float | None
+    ask_size: float | None
     source: str
     seq: int
 

@@ -182,3 +182,18 @@ def test_a_lone_spike_is_quarantined_and_the_price_after_it_is_not() -> None:
     accepted, quarantined, _ = run(Settings(_env_file=None), rows, list(range(len(rows))))  # type: ignore[call-arg]
     assert quarantined == [("trade", "QQQ", 11, "outlier")]
     assert len(accepted) == len(prices) - 1
+
+
+def test_a_missing_size_or_side_is_an_absence_but_a_nan_is_a_fault() -> None:
+    base = {"ts_event": NOW - 10, "symbol": "SPY", "bid": 99.0, "bid_size": 1.0}
+    rows = [
+        base | {"seq": 1, "ask": 99.02, "ask_size": None},  # DXLink's NaN size, read as missing
+        base | {"seq": 2, "ask": None, "ask_size": None},  # one-sided market
+        base | {"seq": 3, "ask": 99.02, "ask_size": float("nan")},  # a NaN that was sent
+        base | {"seq": 4, "ask": float("nan"), "ask_size": 2.0},
+    ]
+    stage = QualityStage(Settings(_env_file=None), FakeClock(NOW))  # type: ignore[call-arg]
+    result = stage.process("feed", {Kind.QUOTE: quotes(rows)})
+    assert result.accepted[Kind.QUOTE].batch.column("seq").to_pylist() == [1, 2]
+    assert result.quarantine is not None
+    assert result.quarantine.column("rule").to_pylist() == ["bad_size", "non_finite"]

@@ -177,7 +177,12 @@ class GexEngine:
                 if kind is Kind.TRADE and symbol in self._quoted:
                     continue
                 last = part.slice(part.num_rows - 1, 1).to_pylist()[0]
-                price = (last["bid"] + last["ask"]) / 2 if kind is Kind.QUOTE else last["price"]
+                if kind is Kind.QUOTE:
+                    if last["bid"] is None or last["ask"] is None:
+                        continue  # a one-sided quote has no mid
+                    price = (last["bid"] + last["ask"]) / 2
+                else:
+                    price = last["price"]
                 self.spots[symbol] = (float(price), now)
                 self._spot_version[symbol] = self._spot_version.get(symbol, 0) + 1
                 if kind is Kind.QUOTE:

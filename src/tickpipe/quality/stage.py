@@ -16,6 +16,7 @@ import numpy.typing as npt
 import orjson
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.columnar import Grouped, group_by_symbol
@@ -269,23 +270,40 @@ class QualityStage:
 
 
 def _columns(kind: Kind, batch: pa.RecordBatch) -> Columns:
-    def num(name: str) -> npt.NDArray[np.float64]:
-        return np.asarray(batch.column(name).to_numpy(zero_copy_only=False), dtype=np.float64)
+    """The numbers the rules read. A null (missing) size or quote side is an absence, not a
+    fault: it reads as a value every rule passes, while a NaN the feed sent stays NaN and
+    is rejected as ``non_finite`` / ``bad_size``."""
+
+    def num(name: str, missing: float = np.nan) -> npt.NDArray[np.float64]:
+        column = batch.column(name)
+        if column.null_count:
+            column = pc.fill_null(column, missing)
+        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+    def absent(name: str) -> npt.NDArray[np.bool_]:
+        column = batch.column(name)
+        if not column.null_count:
+            return np.zeros(len(column), dtype=bool)
+        return np.asarray(pc.is_null(column).to_numpy(zero_copy_only=False), dtype=bool)
 
     prices = [num(c) for c in PRICE_COLUMNS[kind]]
     bid_ask = None
     reference = None
-    if kind in (Kind.QUOTE, Kind.OPTION):
+    if kind is Kind.OPTION:
         bid_ask = (prices[0], prices[1])
-    if kind is Kind.TRADE:
+    elif kind is Kind.TRADE:
         reference = prices[0]
     elif kind is Kind.QUOTE:
-        reference = (prices[0] + prices[1]) / 2
+        no_bid, no_ask = absent("bid"), absent("ask")
+        bid, ask = prices
+        prices = [np.where(no_bid, 1.0, bid), np.where(no_ask, 1.0, ask)]
+        bid_ask = (np.where(no_bid, -np.inf, bid), np.where(no_ask, np.inf, ask))
+        reference = np.where(no_bid | no_ask, np.nan, (bid + ask) / 2)
     return Columns(
         ts_event=batch.column("ts_event").to_numpy().astype(np.int64, copy=False),
         seq=batch.column("seq").to_numpy().astype(np.int64, copy=False),
         prices=prices,
-        sizes=[num(c) for c in SIZE_COLUMNS[kind]],
+        sizes=[num(c, 0.0) for c in SIZE_COLUMNS[kind]],
         bid_ask=bid_ask,
         reference=reference,
         zero_price_ok=kind is Kind.OPTION,
