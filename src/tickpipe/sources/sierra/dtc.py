@@ -163,6 +163,7 @@ class DtcClient:
                             Exchange="",
                         )
                     ctx.phase("subscribed")
+                    await ctx.emit({})  # running, before the first tick arrives
                     await self._stream(conn, ctx)
             except ExceptionGroup as group:
                 raise _first(group) from None  # the supervisor decides on the error itself

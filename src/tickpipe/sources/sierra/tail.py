@@ -103,6 +103,7 @@ class ScidTail:
         self._state = {p: Followed(**v) for p, v in (section.get("files") or {}).items()}
         imported: dict[str, Any] = saved.get(IMPORTS) or {}
         ctx.phase("following")
+        first = True
         while True:
             steps = await asyncio.to_thread(self._poll, imported)
             more = False
@@ -110,8 +111,11 @@ class ScidTail:
             for step in steps:
                 more |= step.more
                 emitted |= await self._deliver(ctx, saved, step)
-            if not emitted:
+            if first and not emitted:
+                await ctx.emit({})  # running (and nothing new yet): /status says so
+            elif not emitted:
                 ctx.alive()
+            first = False
             if not more:
                 await asyncio.sleep(self._poll_s)
 
