@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -34,8 +34,10 @@ WRONG_KEY = KEY.replace("test", "wrong")
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeGexbot]:
-    async with FakeGexbot() as server:
+def fake() -> Iterator[FakeGexbot]:
+    """On its own thread and event loop: the arrival times it records are not held up by
+    the pipeline's work on the test's loop."""
+    with FakeGexbot().in_thread() as server:
         yield server
 
 
@@ -57,6 +59,7 @@ async def test_every_ticker_and_category_lands_with_exactly_the_served_values(
         await until(lambda: every_pair(pipeline, lambda p: p["unchanged"] >= 1))
         fake.freeze(first + 1)
         await until(lambda: every_pair(pipeline, lambda p: p["updates"] == 2))
+        await pipeline.hub.drained()
         hot = {
             symbol: (await pipeline.hot.latest(Kind.GEX, symbol, 100)).to_pylist()
             for symbol in symbols.values()

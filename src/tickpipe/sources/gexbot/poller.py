@@ -1,9 +1,9 @@
 """The gexbot poller: a REST source with its own pacing, under the source contract.
 
 One task per ticker polls that ticker's categories in turn and emits what changed as one
-delivery, ordered by gexbot's timestamp. Every request first takes a token from the
-(ticker, category) bucket (one a second) and then from the bucket all requests share
-(``GEXBOT_REQUESTS_PER_SECOND``). What each answer causes:
+delivery, ordered by gexbot's timestamp. A (ticker, category) is asked again one second
+after its last answer came back, and every request takes a token from the bucket all
+requests share (``GEXBOT_REQUESTS_PER_SECOND``). What each answer causes:
 
 - 200: decoded; an unchanged timestamp is skipped (``ctx.alive()`` only); a body that does
   not decode or makes no sense is quarantined with its raw text and polling goes on.
@@ -235,8 +235,6 @@ class GexbotSource:
             ctx.alive()  # a deliberate wait, not a dead feed
             await asyncio.sleep(min(wait, HEARTBEAT_S))
         await self.bucket.acquire(ctx.alive)
-        # measured from the moment the request goes, however long the shared bucket held it
-        pair.next_at = loop.time() + PAIR_INTERVAL_S * PACING_MARGIN
         pair.requests += 1
         pair.last_poll_ns = self._clock.now_ns()
         try:
@@ -255,6 +253,9 @@ class GexbotSource:
                 source=SOURCE,
                 symbol=pair.symbol,
             ) from exc
+        # the next one waits a full interval after this answer came back: however late this
+        # request left or how fast it travelled, the server sees them that far apart
+        pair.next_at = loop.time() + PAIR_INTERVAL_S * PACING_MARGIN
         status = pair.last_status = response.status_code
         pair.server_remaining = response.headers.get(
             "RateLimit-Remaining", response.headers.get("X-RateLimit-Remaining")

@@ -1,11 +1,11 @@
-"""Request pacing for the gexbot poller: token buckets and ``Retry-After``.
+"""Request pacing for the gexbot poller: a token bucket and ``Retry-After``.
 
 gexbot asks for at most one request per second per ticker and category and answers
 bursts with 429. The poller keeps one bucket shared by every request (at most
-``GEXBOT_REQUESTS_PER_SECOND``) and one per (ticker, category) (at most one a second),
-both with a burst of one, so requests are evenly spaced rather than bunched: any window
-of one second holds at most the limit. Both pace a little slower than the limit
-(``PACING_MARGIN``) so scheduling and network jitter never make the server count more.
+``GEXBOT_REQUESTS_PER_SECOND``, a burst of one: evenly spaced, so any window of one second
+holds at most the limit) and spaces each (ticker, category) one second after its previous
+answer. Both pace a little slower than the limit (``PACING_MARGIN``) so scheduling and
+network jitter never make the server count more.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import datetime as dt
 import email.utils
 from collections.abc import Awaitable, Callable
 
-PACING_MARGIN = 1.02
-"""intervals are 2 % longer than the limit's: jitter of up to 20 ms at 1 req/s is absorbed"""
+PACING_MARGIN = 1.05
+"""intervals are 5 % longer than the limit's: 50 ms of jitter in any second is absorbed"""
 MAX_RETRY_AFTER_S = 3600.0
 """a Retry-After longer than this is taken as this (a broken header must not park us for days)"""
 HEARTBEAT_S = 5.0
