@@ -23,6 +23,7 @@ from tickpipe.columnar import Grouped, group_by_symbol
 from tickpipe.config import QualityThresholds, Settings
 from tickpipe.datasets import GAP_SCHEMA, QUARANTINE_SCHEMA
 from tickpipe.events import PRICE_COLUMNS, SCHEMAS, SIZE_COLUMNS, Kind
+from tickpipe.metrics import record_feed_latency
 from tickpipe.quality.rules import (
     Columns,
     GroupState,
@@ -106,6 +107,7 @@ class QualityStage:
     def _record_latency(self, source: str, batch: pa.RecordBatch) -> None:
         """Feed latency (ts_recv - ts_event) of the last delivery, in ms, for /status."""
         latency = batch.column("ts_recv").to_numpy() - batch.column("ts_event").to_numpy()
+        record_feed_latency(source, latency)
         p50, p99 = np.percentile(latency, [50, 99]) / 1e6
         self.latency_ms[source] = {
             "p50": round(float(p50), 3),
