@@ -271,3 +271,31 @@ async def test_status_shows_each_ticker_and_category_and_never_the_key(
     assert spx_one["requests"] >= 2 and spx_one["errors"] == 0
     assert spx_one["last_update"].endswith("Z") and 0 <= spx_one["budget_remaining"] <= 1
     assert KEY not in orjson.dumps(status).decode()
+
+
+@pytest.mark.parametrize(
+    ("ticker", "scripted", "sentence"),
+    [
+        (
+            "ZZZZ",
+            None,
+            'gexbot has no ZZZZ/full (HTTP 404 ("Unknown ticker ZZZZ")): fix GEXBOT_TICKERS',
+        ),
+        (
+            "SPX",
+            Answer(403, b'{"error": "Subscription required"}'),
+            'gexbot refused SPX/full to this GEXBOT_API_KEY (HTTP 403 ("Subscription required"))',
+        ),
+    ],
+)
+async def test_a_refused_ticker_stops_the_source_naming_the_setting(
+    fake: FakeGexbot, settings: Settings, ticker: str, scripted: Answer | None, sentence: str
+) -> None:
+    if scripted is not None:
+        fake.script(ticker, "full", scripted)
+    cfg = gexbot_settings(settings, fake, gexbot_tickers=[ticker], gexbot_categories=["full"])
+    async with running(cfg) as (pipeline, _):
+        state = pipeline.supervisor.states["gexbot"]
+        await until(lambda: state.status is SourceStatus.FAILED)
+        assert state.last_error is not None and state.last_error.startswith(sentence)
+    assert len(fake.hits) == 1

@@ -20,11 +20,9 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
-import re
 from typing import Any
 
 import httpx
-import orjson
 
 from tickpipe import __version__
 from tickpipe.clock import NS_PER_SECOND, Clock
@@ -48,6 +46,7 @@ from tickpipe.sources.gexbot.ratelimit import (
     TokenBucket,
     retry_after_seconds,
 )
+from tickpipe.sources.gexbot.replies import KEY_FILTER, error_text, refusal
 from tickpipe.sources.registry import default_policy
 
 log = logging.getLogger(__name__)
@@ -57,22 +56,6 @@ PAIR_INTERVAL_S = 1.0
 """gexbot: "one request per second per ticker per metric"""
 NO_HEADER_BACKOFF_CAP_S = 60.0
 """a 429 without Retry-After pauses 1, 2, 4... seconds, at most this"""
-
-
-class _RedactKeyParameter(logging.Filter):
-    """httpx logs each request's URL; with the v1 style that URL carries ``key=``."""
-
-    _pattern = re.compile(r"(?i)([?&]key=)[^&\s'\"]+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = self._pattern.sub(r"\1********", message)
-        if clean != message:
-            record.msg, record.args = clean, None
-        return True
-
-
-_KEY_FILTER = _RedactKeyParameter()
 
 
 @dataclasses.dataclass
@@ -178,7 +161,7 @@ class GexbotSource:
             headers["Authorization"] = f"Bearer {self._key}"
         else:
             params["key"] = self._key
-            logging.getLogger("httpx").addFilter(_KEY_FILTER)
+            logging.getLogger("httpx").addFilter(KEY_FILTER)
         async with httpx.AsyncClient(
             base_url=self.base_url,
             headers=headers,
@@ -269,9 +252,9 @@ class GexbotSource:
             return None
         if status in (400, 401, 403, 404):
             pair.errors += 1
-            raise ConfigError(_refusal(pair, status, _error_text(response)))
+            raise ConfigError(refusal(pair.key, status, error_text(response)))
         pair.errors += 1
-        detail = _error_text(response)
+        detail = error_text(response)
         raise TransportError(
             f"gexbot answered HTTP {status} for {pair.key}" + (f": {detail}" if detail else ""),
             source=SOURCE,
@@ -345,39 +328,6 @@ class GexbotSource:
             },
             pairs={pair.key: pair.status(now) for pair in self.pairs.values()},
         )
-
-
-def _refusal(pair: Pair, status: int, detail: str) -> str:
-    said = f' ("{detail}")' if detail else ""
-    if status == 401:
-        return (
-            f"gexbot refused GEXBOT_API_KEY (HTTP 401{said}): set a valid gexbot data key "
-            "(it starts with gexbot_custom_)"
-        )
-    if status == 400:
-        return (
-            f"gexbot answered HTTP 400 for {pair.key}{said}: check GEXBOT_API_KEY (gexbot "
-            "answers 400 to a missing key), GEXBOT_TICKERS and GEXBOT_CATEGORIES"
-        )
-    if status == 403:
-        return (
-            f"gexbot refused {pair.key} to this GEXBOT_API_KEY (HTTP 403{said}): its plan "
-            "does not include it; remove it from GEXBOT_TICKERS/GEXBOT_CATEGORIES"
-        )
-    return (
-        f"gexbot has no {pair.key} (HTTP 404{said}): fix GEXBOT_TICKERS, GEXBOT_CATEGORIES "
-        "or GEXBOT_API_BASE_URL"
-    )
-
-
-def _error_text(response: httpx.Response) -> str:
-    """gexbot's ``{"error": "..."}``, else the start of the body; never the request URL."""
-    try:
-        body = orjson.loads(response.content)
-        text = str(body.get("error", "")) if isinstance(body, dict) else ""
-    except orjson.JSONDecodeError:
-        text = response.content[:200].decode("utf-8", "replace")
-    return redact(text.strip()[:200])
 
 
 def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
