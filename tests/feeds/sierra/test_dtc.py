@@ -270,3 +270,18 @@ async def test_the_dtc_client_continues_the_pipelines_sequence() -> None:
             )
             await ctx.wait_for(lambda: len(ctx.rows(Kind.TRADE)) == 1)
         assert ctx.rows(Kind.TRADE)[0]["seq"] == 42
+
+
+async def test_a_message_for_a_symbol_never_requested_is_quarantined_not_its_neighbours() -> None:
+    async with FakeDtcServer("binary") as server:
+        ctx = FakeContext(name="sierra-dtc")
+        async with client(server, ctx):
+            await server.wait_for(subscribed(server))
+            es = server.subscribed["ESZ25-CME"]
+            await server.push(
+                {"Type": 107, "SymbolID": 99, "AtBidOrAsk": 1, "Price": 1.0, "Volume": 1.0, "DateTime": T},
+                {"Type": 107, "SymbolID": es, "AtBidOrAsk": 1, "Price": 6000.0, "Volume": 1.0, "DateTime": T},
+            )  # fmt: skip
+            await ctx.wait_for(lambda: len(ctx.rows(Kind.TRADE)) == 1 and len(ctx.rejected) == 1)
+        assert "SymbolID 99, which we never requested" in ctx.rejected[0][1]
+        assert ctx.rows(Kind.TRADE)[0]["price"] == 6000.0

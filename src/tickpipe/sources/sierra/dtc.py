@@ -271,11 +271,9 @@ class DtcClient:
                 await ctx.reject(bad["raw"], bad["error"])
             messages = [msg for msg in messages if msg["Type"] != BAD_FRAME]
             facts = Facts()
-            try:
-                batches = decoder.decode(messages, self._clock.now_ns(), facts)
-            except ParseError as exc:
-                await ctx.reject(exc.raw or b"", str(exc))
-                continue
+            batches = decoder.decode(messages, self._clock.now_ns(), facts)
+            for raw, reason in facts.errors:
+                await ctx.reject(raw, reason)
             if batches:
                 await ctx.emit(batches)
             else:

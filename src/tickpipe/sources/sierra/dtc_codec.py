@@ -164,6 +164,8 @@ class Facts:
     heartbeats: int = 0
     logoff: Message | None = None
     unknown: dict[int, int] = dataclasses.field(default_factory=dict)
+    errors: list[tuple[str | bytes, str]] = dataclasses.field(default_factory=list)
+    """messages that could not become events: (raw, reason), for the quarantine"""
     changed: bool = False
 
 
@@ -189,14 +191,17 @@ class DtcDecoder:
         quotes: dict[str, list[Any]] = {name: [] for name in SCHEMAS[Kind.QUOTE].names}
         for message in messages:
             type_ = message["Type"]
-            if type_ in m.TRADES:
-                self._trade(message, m.TRADES[type_], recv_ns, trades)
-            elif type_ in m.BID_ASKS:
-                self._bid_ask(message, m.BID_ASKS[type_], recv_ns, quotes)
-            elif type_ == m.T.MARKET_DATA_SNAPSHOT:
-                self._snapshot(message, recv_ns, quotes, facts)
-            else:
-                self._fact(message, facts)
+            try:
+                if type_ in m.TRADES:
+                    self._trade(message, m.TRADES[type_], recv_ns, trades)
+                elif type_ in m.BID_ASKS:
+                    self._bid_ask(message, m.BID_ASKS[type_], recv_ns, quotes)
+                elif type_ == m.T.MARKET_DATA_SNAPSHOT:
+                    self._snapshot(message, recv_ns, quotes, facts)
+                else:
+                    self._fact(message, facts)
+            except ParseError as exc:  # this message only; its neighbours still count
+                facts.errors.append((exc.raw or orjson.dumps(message), str(exc)))
         batches: Batches = {}
         if trades["seq"]:
             batches[Kind.TRADE] = pa.RecordBatch.from_pydict(trades, schema=SCHEMAS[Kind.TRADE])

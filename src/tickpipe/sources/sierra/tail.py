@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,10 @@ class ScidTail:
         self._wanted = {name.upper(): symbol for name, symbol in pairs}
         """Sierra name (file stem, upper case) -> symbol; empty: every mappable file"""
         self._state: dict[str, Followed] = {}
+        self._stamps: dict[str, tuple[int, int]] = {}
+        """(size, mtime) per file at its last look: unchanged files are not opened"""
+        self._behind: dict[str, bool] = {}
+        """files with whole records left after the last chunk read"""
         self._shown: dict[str, dict[str, Any]] = {}
         """per file name, for /status: symbol, byte offset and seq reached"""
         self._bad: dict[str, int] = {}
@@ -148,21 +153,30 @@ class ScidTail:
         ctx.info(files=dict(self._shown))
         return True
 
-    def _targets(self) -> list[tuple[Path, str]]:
-        found: list[tuple[Path, str]] = []
-        for path in sorted(self._dir.iterdir()):
-            if path.suffix.lower() != ".scid" or not path.is_file():
-                continue
-            stem = path.name[: -len(".scid")].upper()
-            symbol = self._wanted.get(stem) if self._wanted else symbol_of_file(path)
-            if symbol is not None:
-                found.append((path, symbol))
-        return found
+    def _targets(self) -> list[tuple[Path, str, tuple[int, int]]]:
+        """Followed files with their (size, mtime): one directory scan, no file opened."""
+        found: list[tuple[Path, str, tuple[int, int]]] = []
+        with os.scandir(self._dir) as entries:
+            for entry in entries:
+                if not entry.name.lower().endswith(".scid") or not entry.is_file():
+                    continue
+                stem = entry.name[: -len(".scid")].upper()
+                path = Path(entry.path)
+                symbol = self._wanted.get(stem) if self._wanted else symbol_of_file(path)
+                if symbol is not None:
+                    stat = entry.stat()
+                    found.append((path, symbol, (stat.st_size, stat.st_mtime_ns)))
+        return sorted(found)
 
     def _poll(self, imported: dict[str, Any]) -> list[_Step]:
-        """One look at every followed file (in a worker thread: file I/O and numpy)."""
+        """One look at every followed file whose size or time changed (in a worker
+        thread: file I/O and numpy)."""
         steps = []
-        for path, symbol in self._targets():
+        for path, symbol, stamp in self._targets():
+            key = str(path)
+            if key in self._state and self._stamps.get(key) == stamp and not self._behind.get(key):
+                continue
+            self._stamps[key] = stamp
             try:
                 steps.append(self._step(path, symbol, imported))
             except scid.ScidError as exc:
@@ -221,6 +235,7 @@ class ScidTail:
             last_seq=end + state.seq_offset,
             seq_offset=state.seq_offset,
         )
+        self._behind[key] = end < view.records
         return _Step(path, symbol, decoded, new_state, more=end < view.records, rescanned=rescanned)
 
     def _first_sight(self, view: files.FileView, imported: dict[str, Any] | None) -> Followed:
