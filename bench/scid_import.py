@@ -1,7 +1,8 @@
 """Sierra Chart .scid import: decode speed, end-to-end import speed, lake bytes per trade.
 
 Writes a synthetic ES tick file (default 10 M records, 400 MB: a random walk on the 0.25
-tick, sides at random, a few unbundled sub-trade markers, 500 k records a day), then:
+tick, sides and sizes at random, 1 % sub-trade markers, exponential gaps of 46 ms on
+average between µs timestamps: about 5 days), then:
 
 - baseline: the same chunks only viewed as records and their Close field summed (what
   merely touching the file's bytes costs, in this process);
@@ -35,7 +36,6 @@ from tickpipe.sources.sierra.importer import ImportFile, ScidImport
 from tickpipe.store import layout
 
 SIERRA_EPOCH_US = 25_569 * 86_400_000_000
-PER_DAY = 500_000
 
 
 def write_file(path: Path, n: int, seed: int = 1) -> None:
@@ -49,10 +49,11 @@ def write_file(path: Path, n: int, seed: int = 1) -> None:
         f.write(header)
         for first in range(0, n, 1_000_000):
             m = min(1_000_000, n - first)
-            index = np.arange(first, first + m)
-            day, within = np.divmod(index, PER_DAY)
             rec = np.zeros(m, scid.RECORD_DTYPE)
-            rec["dt"] = start_us + day * 86_400_000_000 + within * 46_000 + (index % 3)
+            gaps = np.maximum(rng.exponential(46_000, m).astype(np.int64), 1)  # µs, bursty
+            stamps = start_us + np.cumsum(gaps)
+            start_us = int(stamps[-1])
+            rec["dt"] = stamps
             steps = rng.integers(-1, 2, m) * 0.25
             walk = price + np.cumsum(steps)
             price = float(walk[-1])
