@@ -285,3 +285,28 @@ async def test_a_message_for_a_symbol_never_requested_is_quarantined_not_its_nei
             await ctx.wait_for(lambda: len(ctx.rows(Kind.TRADE)) == 1 and len(ctx.rejected) == 1)
         assert "SymbolID 99, which we never requested" in ctx.rejected[0][1]
         assert ctx.rows(Kind.TRADE)[0]["price"] == 6000.0
+
+
+async def test_a_reject_reaches_the_pipelines_status_through_the_registry(tmp_path: Any) -> None:
+    from tickpipe.pipeline import Pipeline
+
+    text = "Market data request not allowed."
+    async with FakeDtcServer("json", rejects={"ESZ25-CME": text, "NQZ25-CME": text}) as server:
+        settings = make_settings(server, data_dir=tmp_path / "data")
+        pipeline = Pipeline(settings)
+        stop = asyncio.Event()
+        task = asyncio.create_task(pipeline.run(stop))
+
+        def dtc() -> dict[str, Any]:
+            found = [s for s in pipeline.status()["sources"] if s["name"] == "sierra-dtc"]
+            return found[0] if found else {}
+
+        async with asyncio.timeout(10):
+            while len(dtc().get("details", {}).get("rejected", {})) < 2:
+                await asyncio.sleep(0.02)  # the status offers nothing to await
+        status = dtc()
+        assert status["status"] == "running"
+        assert status["phase"].startswith(f"market data refused for every symbol: /ESZ25: {text}")
+        assert "simulator" not in {s["name"] for s in pipeline.status()["sources"]}
+        stop.set()
+        await task
