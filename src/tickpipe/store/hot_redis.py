@@ -32,8 +32,9 @@ from tickpipe.store.hot import deserialize, serialize
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-TIMEOUT_S = 2.0
-"""a Redis call that takes longer is treated as Redis being down"""
+TIMEOUT_S = 5.0
+"""a Redis call that takes longer is treated as Redis being down (a backstop: the client's
+own socket timeouts usually answer first)"""
 LOG_EVERY_S = 30.0
 
 
@@ -67,7 +68,7 @@ class RedisOutage:
     def failed(self, exc: BaseException) -> HotStoreUnavailable:
         self.failures += 1
         text = (
-            f"no answer within {TIMEOUT_S:g}s"
+            f"Timeout: no answer within {TIMEOUT_S:g}s"
             if isinstance(exc, TimeoutError)
             else str(exc) or type(exc).__name__
         )
