@@ -169,3 +169,27 @@ def parse_collected(collector: StatusCollector) -> Samples:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return parse(generate_latest(registry).decode())
+
+
+async def test_every_metric_the_grafana_dashboard_queries_is_exposed(api: Api) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    from tickpipe.metrics import record_feed_latency
+
+    await feed_with_one_crossed_quote_and_one_gap(api)
+    record_feed_latency("feed", np.array([1_000_000], np.int64))
+    await api.client.get("/api/v1/health")
+    exposed = {name for name, _ in await scrape(api)}
+    dashboard = json.loads((Path(__file__).parents[2] / "docs/grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"\btickpipe_[a-z_]+", target["expr"])
+    }
+    assert len(queried) > 15
+    assert queried - exposed == set()

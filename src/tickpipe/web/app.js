@@ -622,7 +622,7 @@ function applyKey() {
   setText($("key-id"), has ? `${state.key.split("_").slice(0, 2).join("_")}_…` : "");
   $("locked").hidden = has;
   for (const node of document.querySelectorAll(".needs-key")) node.hidden = !has;
-  for (const node of document.querySelectorAll(".admin-only")) node.hidden = !has;
+  document.body.classList.toggle("has-key", has); // shows the feeds' action buttons
   if (has) {
     symbolsPoller.now();
     qualityPoller.now();

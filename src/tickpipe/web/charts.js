@@ -95,8 +95,13 @@ export function drawCandles(canvas, candles, spanMs, lastPrice) {
   const end = candles[candles.length - 1].t + 60_000;
   const start = end - spanMs;
   const shown = candles.filter((k) => k.t >= start);
-  let lo = Math.min(...shown.map((k) => k.l));
-  let hi = Math.max(...shown.map((k) => k.h));
+  // Scale to the bodies plus reasonable wicks: one bad print must not flatten the hour.
+  const bodyLo = Math.min(...shown.map((k) => Math.min(k.o, k.c)));
+  const bodyHi = Math.max(...shown.map((k) => Math.max(k.o, k.c)));
+  const ranges = shown.map((k) => k.h - k.l).sort((a, b) => a - b);
+  const reach = 3 * (bodyHi - bodyLo + ranges[Math.floor(ranges.length / 2)]);
+  let lo = Math.max(Math.min(...shown.map((k) => k.l)), bodyLo - reach);
+  let hi = Math.min(Math.max(...shown.map((k) => k.h)), bodyHi + reach);
   if (hi - lo < 1e-9) { lo -= 0.5; hi += 0.5; }
   const pad = (hi - lo) * 0.08;
   lo -= pad; hi += pad;
@@ -120,6 +125,10 @@ export function drawCandles(canvas, candles, spanMs, lastPrice) {
     ctx.fillText(label, x(t), height - 4);
   }
   const bodyW = Math.max(1, (plotW / (spanMs / 60_000)) * 0.7);
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(0, 0, plotW, 6 + plotH);
+  ctx.clip(); // wicks past the scale end at its edge
   for (const k of shown) {
     const cx = x(k.t + 30_000);
     const colour = k.c >= k.o ? c.up : c.down;
@@ -129,8 +138,9 @@ export function drawCandles(canvas, candles, spanMs, lastPrice) {
     const top = y(Math.max(k.o, k.c));
     ctx.fillRect(cx - bodyW / 2, top, bodyW, Math.max(1, y(Math.min(k.o, k.c)) - top));
   }
+  ctx.restore();
   if (Number.isFinite(lastPrice)) {
-    const ly = y(lastPrice);
+    const ly = Math.min(Math.max(y(lastPrice), 8), 6 + plotH);
     ctx.strokeStyle = c.accent;
     ctx.setLineDash([4, 3]);
     ctx.beginPath(); ctx.moveTo(0, ly); ctx.lineTo(plotW, ly); ctx.stroke();
