@@ -92,6 +92,16 @@ REFRESH_REFUSED = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    """One REST request as the fake answered it."""
+
+    path: str
+    params: dict[str, str]
+    status: int
+    at: float = dataclasses.field(default_factory=time.monotonic)
+
+
 @dataclasses.dataclass
 class Conn:
     """One streamer connection as the fake sees it."""
@@ -114,7 +124,7 @@ class FakeSchwab:
         """issue a new refresh token on every refresh grant (Schwab: UNCONFIRMED)"""
         self.codes: dict[str, dict[str, Any]] = {}
         self.token_requests: list[dict[str, str]] = []
-        self.rest_hits: list[tuple[str, dict[str, str], int]] = []
+        self.rest_hits: list[Hit] = []
         self.heartbeat_s = heartbeat_s
         self.deny_login = False
         self.symbol_limit: int | None = None
@@ -129,6 +139,7 @@ class FakeSchwab:
         self.bars: dict[tuple[str, str], dict[str, Any]] = {}
         self.conns: list[Conn] = []
         self.logins = 0
+        self.login_requests = 0
         self.login_events: collections.deque[float] = collections.deque(maxlen=100)
         self._counter = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -254,9 +265,9 @@ class FakeSchwab:
 
     async def _preferences(self, request: Request) -> Response:
         if not self._bearer_ok(request):
-            self.rest_hits.append((request.url.path, {}, 401))
+            self.rest_hits.append(Hit(request.url.path, {}, 401))
             return _unauthorized()
-        self.rest_hits.append((request.url.path, {}, 200))
+        self.rest_hits.append(Hit(request.url.path, {}, 200))
         info = {
             "streamerSocketUrl": self.ws_url,
             "schwabClientCustomerId": CUSTOMER_ID,
@@ -270,17 +281,17 @@ class FakeSchwab:
     async def _chains(self, request: Request) -> Response:
         params = dict(request.query_params)
         if not self._bearer_ok(request):
-            self.rest_hits.append((request.url.path, params, 401))
+            self.rest_hits.append(Hit(request.url.path, params, 401))
             return _unauthorized()
         if self.chain_429 > 0:
             self.chain_429 -= 1
-            self.rest_hits.append((request.url.path, params, 429))
+            self.rest_hits.append(Hit(request.url.path, params, 429))
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
             body = {"errors": [{"status": "429", "title": "Too Many Requests"}]}
             return _json(429, body, headers)
         chain = self.chains.get(params.get("symbol", ""))
         if chain is None:
-            self.rest_hits.append((request.url.path, params, 404))
+            self.rest_hits.append(Hit(request.url.path, params, 404))
             return _json(
                 404, {"errors": [{"id": "f00192c6", "status": "404", "title": "Not Found"}]}
             )
@@ -288,13 +299,13 @@ class FakeSchwab:
         body = narrowed(chain, count)
         strikes = len(_strikes(body))
         if self.chain_max_strikes is not None and strikes > self.chain_max_strikes:
-            self.rest_hits.append((request.url.path, params, 502))
+            self.rest_hits.append(Hit(request.url.path, params, 502))
             fault = {
                 "faultstring": "Body buffer overflow",
                 "detail": {"errorcode": "protocol.http.TooBigBody"},
             }
             return _json(502, {"fault": fault})
-        self.rest_hits.append((request.url.path, params, 200))
+        self.rest_hits.append(Hit(request.url.path, params, 200))
         return _json(200, body)
 
     # ---- streamer ---------------------------------------------------------------------
@@ -338,6 +349,7 @@ class FakeSchwab:
         await conn.ws.send(orjson.dumps({"response": [response]}).decode())
 
     async def _login(self, conn: Conn, request: dict[str, Any]) -> bool:
+        self.login_requests += 1
         token = request.get("parameters", {}).get("Authorization", "")
         valid = (
             not self.deny_login
@@ -480,8 +492,9 @@ class FakeSchwab:
 
     async def drop(self) -> int:
         """Cut every streamer socket without a close frame (a network failure)."""
-        conns = list(self.conns)
+        conns, self.conns = self.conns, []
         for conn in conns:
+            conn.logged_in = False  # nothing more is sent to it
             conn.ws.transport.abort()
         return len(conns)
 

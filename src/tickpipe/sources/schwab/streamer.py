@@ -131,6 +131,7 @@ class SchwabStreamer:
         self.connections = 0
         self._login_ns = 0
         self._kicked = 0
+        self._denials = 0
         self._errors: collections.deque[str] = collections.deque(maxlen=10)
 
     async def run(self, ctx: SourceContext) -> None:
@@ -177,7 +178,7 @@ class SchwabStreamer:
             self._denied(access, response)
         if response.code != ResponseCode.SUCCESS:
             raise TransportError(f"login failed: {_describe(response)}", source=SOURCE)
-        self._tokens.accepted()
+        self._denials = 0
         self._login_ns = self._clock.now_ns()
         facts = dict(part.split("=", 1) for part in response.msg.split(";") if "=" in part)
         ctx.info(
@@ -187,7 +188,11 @@ class SchwabStreamer:
         )
 
     def _denied(self, access: str, response: Response) -> None:
-        if self._tokens.invalidate(access) >= 2:
+        """Denied: the next attempt logs in with a new token; denied again, it is not the
+        token's age but the app or the account, which no retry fixes."""
+        self._tokens.invalidate(access)
+        self._denials += 1
+        if self._denials >= 2:
             raise ConfigError(
                 f"Schwab denied the streamer login with a freshly refreshed token "
                 f"({response.msg!r}): check that the app at developer.schwab.com is "
