@@ -288,3 +288,33 @@ async def test_the_quote_token_is_renewed_on_the_live_connection(start: Start) -
         )
         first, second = [m["token"] for m in fake.connections[0].received if m["type"] == "AUTH"]
         assert first != second and len(fake.connections) == 1
+
+
+async def test_futures_are_looked_up_and_keep_the_name_asked_for(start: Start) -> None:
+    futures = {
+        "ES": [
+            {"symbol": "/ESH6", "streamer-symbol": "/ESH26:XCME", "active-month": False,
+             "expiration-date": "2026-03-20"},
+            {"symbol": "/ESZ5", "streamer-symbol": "/ESZ25:XCME", "active-month": True,
+             "expiration-date": "2025-12-19"},
+        ]
+    }  # fmt: skip
+    async with FakeTastytrade(futures=futures) as fake:
+        fake.publish(
+            "Quote", "/ESZ25:XCME", bidPrice=6000.25, askPrice=6000.5, bidSize=3, askSize=4
+        )
+        fake.publish(
+            "Quote", "/ESH26:XCME", bidPrice=6050.0, askPrice=6050.25, bidSize=1, askSize=2
+        )
+        run = await start(fake, tastytrade_symbols=["/ES", "/ESH26"])
+        await run.watch.until(lambda: len(run.watch.rows[Kind.QUOTE]) == 2)
+        quotes = {q["symbol"]: q["bid"] for q in run.watch.rows[Kind.QUOTE]}
+        assert quotes == {"/ES": 6000.25, "/ESH26": 6050.0}  # the front month under /ES
+
+
+async def test_an_underlying_without_a_chain_is_a_settings_error(
+    fake: FakeTastytrade, start: Start
+) -> None:
+    run = await start(fake, tastytrade_chain_symbols=["XYZ"])
+    await run.eventually(lambda: run.state.status is SourceStatus.FAILED)
+    assert "TASTYTRADE_CHAIN_SYMBOLS" in (run.state.last_error or "")
