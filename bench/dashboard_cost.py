@@ -264,6 +264,79 @@ def log_cost(args: argparse.Namespace) -> None:
     print(f"   access log lines written: {lines:,}")
 
 
+def direct_cost(requests: int = 20_000, blocks: int = 5) -> None:
+    """The observation's CPU per request, in process and without the network's noise:
+    the same ASGI app called directly with and without the middleware, interleaved."""
+    from tickpipe.api import observe
+    from tickpipe.api.app import create_app
+    from tickpipe.config import Settings
+    from tickpipe.pipeline import Pipeline, api_context
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(_env_file=None, data_dir=Path(tmp) / "data", simulator="false")  # type: ignore[call-arg]
+            pipeline = Pipeline(settings, sources=[])
+            ctx = api_context(pipeline)
+            token, _ = ctx.keys.create("bench", ["read"], 100_000)
+            real_install = observe.install
+            observe.install = lambda app, ctx: None  # type: ignore[assignment]
+            bare = create_app(ctx)
+            observe.install = real_install
+            observed = create_app(ctx)
+            access_log = observed.state.observer.access_log
+            headers = [(b"host", b"x"), (b"authorization", f"Bearer {token}".encode())]
+            scope = {
+                "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http",
+                "path": "/api/v1/ticks/realtime", "raw_path": b"/api/v1/ticks/realtime",
+                "query_string": b"symbols=SPY&limit=10", "headers": headers, "client": ("127.0.0.1", 1),
+                "server": ("127.0.0.1", 80), "root_path": "",
+            }  # fmt: skip
+
+            async def receive() -> dict[str, object]:
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message: dict[str, object]) -> None:
+                return None
+
+            async def timed(app: object, n: int) -> float:
+                started = time.perf_counter()
+                for _ in range(n):
+                    await app(dict(scope), receive, send)  # type: ignore[operator]
+                return (time.perf_counter() - started) / n * 1e6
+
+            await timed(bare, 2000)
+            await timed(observed, 2000)
+            bare_us: list[float] = []
+            observed_us: list[float] = []
+            line_us: list[float] = []
+            for _ in range(blocks):
+                bare_us.append(await timed(bare, requests))
+                observed_us.append(await timed(observed, requests))
+                queued = access_log.pending
+                started = time.thread_time()
+                written = access_log.flush()
+                if written:
+                    line_us.append((time.thread_time() - started) / written * 1e6)
+                del queued
+            b, o = statistics.median(bare_us), statistics.median(observed_us)
+            line = statistics.median(line_us) if line_us else float("nan")
+            print(
+                f"2b. in process, {blocks} x {requests:,} realtime requests per variant (no network):"
+            )
+            print(
+                f"    without observation {b:.1f} us/request, with metrics + access log queue {o:.1f} us"
+            )
+            print(
+                f"    middleware {o - b:.1f} us/request, writing a line (log thread) {line:.1f} us"
+            )
+            print(
+                f"    observation + log = {o - b + line:.1f} us = {100 * (o - b + line) / o:.1f} % of the "
+                f"request's own CPU in process (a served request also costs uvicorn's HTTP work)"
+            )
+
+    asyncio.run(run())
+
+
 def serve(variant: str, port: int) -> None:
     """A server process for one variant ('none' removes request observation)."""
     from tickpipe import cli
@@ -285,7 +358,7 @@ def main() -> None:
     parser.add_argument("--serve")
     parser.add_argument("--port", type=int)
     parser.add_argument("--page", nargs=3)
-    parser.add_argument("--only", choices=["page", "log"])
+    parser.add_argument("--only", choices=["page", "log", "direct"])
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
@@ -293,10 +366,12 @@ def main() -> None:
         base, token, seconds = args.page
         print(json.dumps(asyncio.run(emulate_page(base, token, float(seconds)))))
     else:
-        if args.only != "log":
+        if args.only in (None, "page"):
             page_cost(args)
-        if args.only != "page":
+        if args.only in (None, "log"):
             log_cost(args)
+        if args.only in (None, "direct"):
+            direct_cost()
 
 
 if __name__ == "__main__":

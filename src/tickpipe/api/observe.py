@@ -21,6 +21,7 @@ query string is never logged (a browser WebSocket carries its key there).
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import logging.handlers
 import sys
@@ -56,6 +57,7 @@ COUNT_BODY_MAX = 4 * 1024 * 1024
 DRAIN_INTERVAL_S = 0.25
 MAX_PATH = 200
 KEY_REFRESH_S = 1.0
+KEY_CACHE = 1024
 
 _Entry = tuple[
     int,
@@ -127,6 +129,8 @@ class AccessLog:
         self._body_bytes = 0
         self._keys = keys
         self._names: dict[str, str] = {}
+        self._ids: dict[bytes, str] = {}
+        """credential (header or query) -> key id, so a line parses no token twice"""
         self._names_checked = 0.0
         self._drain_lock = threading.Lock()
         self._handler: logging.handlers.RotatingFileHandler | None = None
@@ -136,7 +140,6 @@ class AccessLog:
                 path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
             )
             self._handler.setFormatter(logging.Formatter("%(message)s"))
-            logsafe.install(self._handler)
         if mode != "off":
             _writer.add(self)
 
@@ -188,7 +191,7 @@ class AccessLog:
             self._handler.handle(record)
             self._handler.close()  # reopened on the next batch: no descriptor held between
         else:
-            sys.stdout.write(logsafe.redact(text) + "\n")
+            sys.stdout.write(text + "\n")
             sys.stdout.flush()
 
     def _line(self, entry: _Entry) -> str:
@@ -201,7 +204,7 @@ class AccessLog:
             "key": None if status == 401 else self._key_name(headers, query),
             "method": method,
             "route": route,
-            "path": path[:MAX_PATH],
+            "path": _clean_path(path),
             "status": status,
             "duration_ms": round(duration / 1e6, 3),
             "bytes": size,
@@ -213,15 +216,23 @@ class AccessLog:
     def _key_name(self, headers: list[tuple[bytes, bytes]], query: bytes) -> str | None:
         """The name of the key a request presented: its id is in the token, the name in
         the key store (read here, in the log thread, never on the request path)."""
-        authorization = next((v for k, v in headers if k == b"authorization"), None)
-        token = bearer_token(authorization.decode("latin-1") if authorization else None)
-        if token is None and query:
-            found = parse_qs(query.decode("latin-1")).get("token")
-            token = found[0] if found else None
-        parts = split_key(token) if token else None
-        if parts is None or self._keys is None:
+        if self._keys is None:
             return None
-        key_id = parts[0]
+        authorization = next((v for k, v in headers if k == b"authorization"), None)
+        credential = authorization or query
+        key_id = self._ids.get(credential) if credential else None
+        if key_id is None:
+            token = bearer_token(authorization.decode("latin-1") if authorization else None)
+            if token is None and query:
+                found = parse_qs(query.decode("latin-1")).get("token")
+                token = found[0] if found else None
+            parts = split_key(token) if token else None
+            if parts is None:
+                return None
+            key_id = parts[0]
+            if len(self._ids) >= KEY_CACHE:
+                self._ids.clear()
+            self._ids[credential] = key_id
         name = self._names.get(key_id)
         if name is None and time.monotonic() - self._names_checked > KEY_REFRESH_S:
             self._names_checked = time.monotonic()
@@ -234,9 +245,21 @@ class AccessLog:
         _writer.discard(self)
 
 
+def _clean_path(path: str) -> str:
+    """The only free text of a line: cut, and redacted should a key be pasted into it
+    (the line's other fields are names and numbers, so the whole batch needs no regex)."""
+    path = path[:MAX_PATH]
+    return logsafe.redact(path) if "tp_" in path or "=" in path else path
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+
+
 def _iso(ns: int) -> str:
     seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1000:06d}Z"
+    return f"{_second(seconds)}.{rest // 1000:06d}Z"
 
 
 class _Writer:
