@@ -30,7 +30,7 @@ import pyarrow as pa
 from tickpipe.errors import ParseError
 from tickpipe.events import SCHEMAS, Kind
 from tickpipe.sources.base import Batches, SeqCheckpoint
-from tickpipe.sources.schwab.parse import MS, NAN, Reject, missing_as_nan
+from tickpipe.sources.schwab.decoded import MS, NAN, Reject, dump, missing_as_nan
 from tickpipe.symbols import occ_symbol
 
 RIGHTS = {"CALL": "C", "PUT": "P"}
@@ -94,7 +94,7 @@ class ChainParser:
             if not isinstance(expirations, dict):
                 rejects.append(
                     Reject(
-                        _dump(expirations)[:2000],
+                        dump(expirations)[:2000],
                         f"{side} is not an object",
                         Kind.OPTION,
                         underlying,
@@ -107,7 +107,7 @@ class ChainParser:
                 except ValueError:
                     rejects.append(
                         Reject(
-                            _dump({exp_key: strikes})[:65536],
+                            dump({exp_key: strikes})[:65536],
                             f"expiration key {exp_key!r} is not YYYY-MM-DD:days",
                             Kind.OPTION,
                             underlying,
@@ -120,7 +120,7 @@ class ChainParser:
                     for c in contracts if isinstance(contracts, list) else [contracts]:
                         problem = _contract(c, expiry, underlying, recv_ns, cols, seqs)
                         if problem is not None:
-                            rejects.append(Reject(_dump(c), problem, Kind.OPTION, underlying))
+                            rejects.append(Reject(dump(c), problem, Kind.OPTION, underlying))
         n = len(cols["symbol"])
         batches: Batches = {}
         if n:
@@ -235,7 +235,3 @@ def _contract(
     cols["gamma"].append(missing_as_nan(_num(c.get("gamma"))))
     cols["seq"].append(seq)
     return None
-
-
-def _dump(value: Any) -> str:
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()

@@ -27,7 +27,7 @@ from tickpipe.sources.base import SourceContext
 from tickpipe.sources.registry import default_policy
 from tickpipe.sources.schwab.auth import TIMEOUT, TokenManager
 from tickpipe.sources.schwab.chainparse import ChainParser
-from tickpipe.sources.schwab.parse import NEW_YORK
+from tickpipe.sources.schwab.decoded import NEW_YORK
 from tickpipe.sources.schwab.ratelimit import TokenBucket
 from tickpipe.sources.schwab.rest import RateLimited, SchwabRest
 from tickpipe.sources.schwab.streamer import iso_ns

@@ -37,8 +37,9 @@ from tickpipe.errors import ConfigError, ParseError, TransportError
 from tickpipe.sources.base import SourceContext
 from tickpipe.sources.registry import default_policy
 from tickpipe.sources.schwab.auth import TIMEOUT, TokenManager
+from tickpipe.sources.schwab.decoded import Response
 from tickpipe.sources.schwab.fields import RESPONSE_NAMES, SERVICES, ResponseCode
-from tickpipe.sources.schwab.parse import Response, StreamParser
+from tickpipe.sources.schwab.parse import StreamParser
 from tickpipe.sources.schwab.ratelimit import TokenBucket
 from tickpipe.sources.schwab.rest import SchwabRest, StreamerInfo
 from tickpipe.sources.schwab.subscriptions import Plan
