@@ -9,7 +9,9 @@ average between µs timestamps: about 5 days), then:
 - decode: ``scid.decode`` of 1 M-record chunks to Arrow trades and quotes, per-chunk
   percentiles and records/s, and its ratio to the baseline;
 - end to end: ``run_backfill`` with the import source into a fresh data dir (duplicate
-  check, quality, journal with fsync, Parquet lake), records/s and lake bytes per trade.
+  check, quality, journal with fsync, Parquet lake), records/s and lake bytes per trade;
+- first, DTC trade updates parsed to Arrow (JSON and binary, 200 per read) beside the same
+  frames only split and loaded.
 
     python bench/scid_import.py [--records 10000000] [--chunk 1000000] [--repeat 3]
 """
@@ -111,12 +113,62 @@ def bench_import(path: Path, data: Path) -> tuple[float, dict[str, int], dict[st
     return seconds, report.sources[0].accepted, sizes
 
 
+def bench_dtc(messages: int = 200_000, per_read: int = 200) -> None:
+    """DTC trade updates as the client parses them, JSON and binary, each beside a baseline
+    of the same frames only split and loaded (orjson.loads / struct.unpack)."""
+    import struct
+
+    import orjson
+
+    from tickpipe.sources.sierra import dtc_codec
+    from tickpipe.sources.sierra.dtc_messages import T
+
+    fields = [
+        dict(
+            SymbolID=1,
+            AtBidOrAsk=1 + i % 2,
+            Price=6000 + (i % 40) * 0.25,
+            Volume=1 + i % 5,
+            DateTime=1.7e9 + i / 1000,
+        )
+        for i in range(per_read)
+    ]
+    for name, encode, load in (
+        ("json", dtc_codec.encode_json, orjson.loads),
+        ("binary", dtc_codec.encode_binary, struct.Struct("<HHIH6xddd").unpack),
+    ):
+        chunk = b"".join(encode(T.TRADE, **f) for f in fields)
+        framer = dtc_codec.JsonFramer() if name == "json" else dtc_codec.BinaryFramer()
+        decode = dtc_codec.decode_json if name == "json" else dtc_codec.decode_binary
+        base: list[float] = []
+        full: list[float] = []
+        decoder = dtc_codec.DtcDecoder({1: "/ESZ25"}, {})
+        for _ in range(messages // per_read):
+            t0 = time.perf_counter()
+            for frame in framer.feed(chunk):
+                load(frame)
+            base.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            parsed = [decode(frame) for frame in framer.feed(chunk)]
+            decoder.decode(parsed, 0, dtc_codec.Facts())
+            full.append(time.perf_counter() - t0)
+        rate, base_rate = messages / sum(full), messages / sum(base)
+        print(
+            f"dtc {name:6s} baseline (split + load)  {base_rate / 1e3:8.0f} k msg/s  per read {percentiles(base)}"
+        )
+        print(
+            f"dtc {name:6s} to Arrow trades          {rate / 1e3:8.0f} k msg/s  per read {percentiles(full)}  ({base_rate / rate:.1f} x the baseline's time)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=10_000_000)
     parser.add_argument("--chunk", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-import", action="store_true", help="decode figures only")
     args = parser.parse_args()
+    bench_dtc()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ESH25-CME.scid"
         write_file(path, args.records)
@@ -131,6 +183,8 @@ def main() -> None:
             f"decode to Arrow              {decode_rate / 1e6:8.1f} M records/s  per chunk {percentiles(decode)}"
         )
         print(f"decode / baseline time       {base_rate / decode_rate:8.1f} x")
+        if args.skip_import:
+            return
         seconds, accepted, sizes = bench_import(path, Path(tmp) / "data")
         trades = accepted.get("trade", 0)
         quotes = accepted.get("quote", 0)

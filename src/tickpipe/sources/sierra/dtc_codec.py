@@ -28,6 +28,19 @@ from tickpipe.sources.sierra import dtc_messages as m
 
 Message = dict[str, Any]
 _HEADER = struct.Struct("<HH")
+_TOKEN = re.compile(r"(\d*)([a-zA-Z?])")
+
+
+def _codes_of(fmt: str) -> list[str]:
+    """One struct code per field ("32s" is one field, "5d" five), Size and Type left out."""
+    codes: list[str] = []
+    for count, code in _TOKEN.findall(fmt[1:]):
+        if code == "x":
+            continue
+        codes.extend([code] if code in "sp" else [code] * int(count or 1))
+    return codes[2:]
+
+
 MAX_JSON_BYTES = 1 << 20
 
 
@@ -90,20 +103,26 @@ def encode_json(type_: int, **fields: Any) -> bytes:
     return orjson.dumps({"Type": type_, **fields}) + b"\0"
 
 
+_STRUCTS = {type_: struct.Struct(layout.fmt) for type_, layout in m.LAYOUTS.items()}
+_TEXT_FIELDS = {
+    type_: [i for i, code in enumerate(_codes_of(layout.fmt)) if code == "s"]
+    for type_, layout in m.LAYOUTS.items()
+}
+
+
 def decode_binary(frame: bytes) -> Message:
     _, type_ = _HEADER.unpack_from(frame)
     layout = m.LAYOUTS.get(type_)
     if layout is None:
         return {"Type": type_}
-    body = frame[: layout.size].ljust(layout.size, b"\0")
-    values = struct.unpack(layout.fmt, body)[2:]
-    message: Message = {"Type": type_}
-    for name, value in zip(layout.fields, values, strict=True):
-        message[name] = (
-            value.split(b"\0", 1)[0].decode("utf-8", "replace")
-            if isinstance(value, bytes)
-            else value
-        )
+    packer = _STRUCTS[type_]
+    if len(frame) < packer.size:  # an older, shorter version: missing fields read as 0
+        frame = frame.ljust(packer.size, b"\0")
+    values = list(packer.unpack_from(frame))[2:]
+    for i in _TEXT_FIELDS[type_]:
+        values[i] = values[i].split(b"\0", 1)[0].decode("utf-8", "replace")
+    message: Message = dict(zip(layout.fields, values, strict=True))
+    message["Type"] = type_
     return message
 
 
@@ -121,17 +140,8 @@ def decode_json(frame: bytes) -> Message:
     return message
 
 
-_TOKEN = re.compile(r"(\d*)([a-zA-Z?])")
-
-
 def _codes(layout: m.Layout) -> list[str]:
-    """One struct code per field ("32s" is one field, "5d" five), Size and Type left out."""
-    codes: list[str] = []
-    for count, code in _TOKEN.findall(layout.fmt[1:]):
-        if code == "x":
-            continue
-        codes.extend([code] if code in "sp" else [code] * int(count or 1))
-    return codes[2:]
+    return _codes_of(layout.fmt)
 
 
 def _time_ns(value: Any, kind: m.Time, recv_ns: int) -> int:
