@@ -86,7 +86,7 @@ class ScidTail:
         self._clock = clock
         self._poll_s = settings.sierra_poll_interval_s
         self._ticks = settings.sierra_tick_sizes
-        self._max_age_s = settings.quality.max_age_s
+        self._settings = settings
         pairs = [parse_mapping(entry) for entry in settings.sierra_symbols]
         self._wanted = {name.upper(): symbol for name, symbol in pairs}
         """Sierra name (file stem, upper case) -> symbol; empty: every mappable file"""
@@ -195,7 +195,7 @@ class ScidTail:
         state = self._state.get(key)
         rescanned = False
         if state is None:
-            state = self._first_sight(view, imported.get(key))
+            state = self._first_sight(view, symbol, imported.get(key))
         elif state.fingerprint != view.fingerprint or view.size < state.offset:
             index = files.first_index_after_dt(view, state.last_dt)
             log.warning("%s was rewritten: resuming after its last delivered record", path)
@@ -238,10 +238,16 @@ class ScidTail:
         self._behind[key] = end < view.records
         return _Step(path, symbol, decoded, new_state, more=end < view.records, rescanned=rescanned)
 
-    def _first_sight(self, view: files.FileView, imported: dict[str, Any] | None) -> Followed:
-        """Start after what the import read, or at the records young enough to be live."""
-        since_us = (self._clock.now_ns() // 1000) - int(self._max_age_s * 1e6)
-        index = files.first_index_since(view, since_us)
+    def _first_sight(
+        self, view: files.FileView, symbol: str, imported: dict[str, Any] | None
+    ) -> Followed:
+        """Start after what the import read, or at the records young enough to be live
+        (the symbol's ``max_age_s``; 0 turns that rule off: the whole file)."""
+        max_age_s = self._settings.thresholds(symbol).max_age_s
+        index = 0
+        if max_age_s > 0:
+            since_us = (self._clock.now_ns() // 1000) - int(max_age_s * 1e6)
+            index = files.first_index_since(view, since_us)
         if imported and imported.get("fingerprint") == view.fingerprint:
             index = max(index, view.index_of(int(imported["offset"])))
         return Followed(
