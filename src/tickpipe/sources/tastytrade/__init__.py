@@ -2,8 +2,9 @@
 
 Modules: ``session`` (OAuth refresh-token grant, quote token, REST lookups), ``dxlink``
 (the websocket protocol), ``parse`` (FEED_DATA, pure), ``decoder`` (events to tickpipe
-batches), ``indexed`` (snapshot flags), ``options`` (OptionQuote merge), ``symbols``
-(DXLink <-> canonical), ``plan`` (settings to subscriptions), ``feed`` (the source).
+batches), ``batches`` (Arrow batches, seq numbering), ``indexed`` (snapshot flags),
+``options`` (OptionQuote merge), ``symbols`` (DXLink <-> canonical), ``plan`` (settings to
+subscriptions), ``feed`` (the source). The user's guide is docs/feeds/tastytrade.md.
 """
 
 from __future__ import annotations

@@ -29,8 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tickpipe.errors import ParseError
-from tickpipe.events import SCHEMAS, Kind
+from tickpipe.events import Kind
 from tickpipe.sources.base import Checkpoint, SeqCheckpoint
+from tickpipe.sources.tastytrade.batches import Batcher, missing
 from tickpipe.sources.tastytrade.indexed import IndexedStream
 from tickpipe.sources.tastytrade.options import OptionBook
 from tickpipe.sources.tastytrade.parse import (
@@ -105,7 +106,7 @@ class Decoder:
         self.greeks = IndexedStream(dedup=False)
         self.last_trades: dict[str, LastTrade] = {}
         self._listings: dict[str, Listing | None] = {}
-        self._seq: dict[tuple[Kind, str], int] = {}
+        self._batches = Batcher(source)
         self._handlers: dict[str, Callable[[Run, int, Output], pa.RecordBatch | None]] = {
             "Quote": self._quote,
             "TimeAndSale": self._time_and_sale,
@@ -121,8 +122,7 @@ class Decoder:
     def resume(self, sequences: SeqCheckpoint, checkpoint: Checkpoint | None) -> None:
         """Continue seq after what the pipeline holds; tape high-water marks from the
         source's checkpoint, so a restart does not re-deliver the re-sent snapshot."""
-        for (kind, symbol), (seq, _) in sequences.items():
-            self._seq[(kind, symbol)] = max(self._seq.get((kind, symbol), 0), seq)
+        self._batches.resume(sequences)
         tape = (checkpoint or {}).get("tape")
         if isinstance(tape, dict):
             for dx, key in tape.items():
@@ -160,7 +160,7 @@ class Decoder:
                 parts.setdefault(kind, []).append(made)
         options = self.options.flush(recv_ns, self.source)
         if options is not None:
-            parts.setdefault(Kind.OPTION, []).append(self._numbered(Kind.OPTION, options))
+            parts.setdefault(Kind.OPTION, []).append(self._batches.numbered(Kind.OPTION, options))
         out.batches = {
             kind: batches[0] if len(batches) == 1 else pa.concat_batches(batches)
             for kind, batches in parts.items()
@@ -186,12 +186,12 @@ class Decoder:
         columns = {
             "ts_event": ts[rows],
             "ts_recv": np.full(rows.size, recv_ns, np.int64),
-            "bid": _missing(bid[rows], Kind.QUOTE, "bid"),
-            "bid_size": _missing(bid_size[rows], Kind.QUOTE, "bid_size"),
-            "ask": _missing(ask[rows], Kind.QUOTE, "ask"),
-            "ask_size": _missing(ask_size[rows], Kind.QUOTE, "ask_size"),
+            "bid": missing(bid[rows], Kind.QUOTE, "bid"),
+            "bid_size": missing(bid_size[rows], Kind.QUOTE, "bid_size"),
+            "ask": missing(ask[rows], Kind.QUOTE, "ask"),
+            "ask_size": missing(ask_size[rows], Kind.QUOTE, "ask_size"),
         }
-        return self._batch(Kind.QUOTE, columns, syms.codes[rows], syms.canonical)
+        return self._batches.batch(Kind.QUOTE, columns, syms.codes[rows], syms.canonical)
 
     def _time_and_sale(self, run: Run, recv_ns: int, out: Output) -> pa.RecordBatch | None:
         syms = self._symbols(run, out)
@@ -245,7 +245,7 @@ class Decoder:
         index_of: dict[str, int] = {}
         symbols = col["symbol"].to_pylist()
         out_codes = np.fromiter((index_of.setdefault(x, len(index_of)) for x in symbols), np.int64)
-        return self._batch(Kind.TRADE, columns, out_codes, list(index_of))
+        return self._batches.batch(Kind.TRADE, columns, out_codes, list(index_of))
 
     def _cancels(self, table: pa.Table, out: Output) -> pa.Table:
         """CANCEL records leave the tape (kept aside for quarantine); corrections are prints."""
@@ -369,69 +369,11 @@ class Decoder:
         slots: IntArray = per_code[inverse]
         return slots
 
-    def _batch(
-        self, kind: Kind, columns: dict[str, Any], codes: IntArray, names: list[str]
-    ) -> pa.RecordBatch:
-        """One batch of ``kind``; ``codes`` index ``names`` (canonical symbols) per row."""
-        n = codes.size
-        columns["symbol"] = pa.array(names, pa.string()).take(pa.array(codes))
-        columns["source"] = pa.array([self.source] * n, pa.string())
-        columns["seq"] = self._number(kind, codes, names)
-        arrays = [_arrow(columns.get(name), kind_type, n) for name, kind_type in _FIELDS[kind]]
-        return pa.RecordBatch.from_arrays(arrays, schema=SCHEMAS[kind])
-
-    def _number(self, kind: Kind, codes: IntArray, names: list[str]) -> IntArray:
-        """``seq`` = 1, 2, 3... per (kind, symbol), continuing across messages."""
-        if len(set(names)) < len(names):  # two DXLink names, one canonical symbol
-            unique = list(dict.fromkeys(names))
-            remap = np.array([unique.index(name) for name in names], np.int64)
-            return self._number(kind, remap[codes], unique)
-        counts = np.bincount(codes, minlength=len(names))
-        order = np.argsort(codes, kind="stable")
-        position = np.empty(codes.size, np.int64)
-        position[order] = np.arange(codes.size) - (np.cumsum(counts) - counts)[codes[order]]
-        base = np.fromiter((self._seq.get((kind, s), 0) for s in names), np.int64, len(names))
-        for name, start, count in zip(names, base.tolist(), counts.tolist(), strict=True):
-            if count:
-                self._seq[(kind, name)] = start + count
-        seq: IntArray = base[codes] + position + 1
-        return seq
-
-    def _numbered(self, kind: Kind, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """``batch`` with its ``seq`` column numbered (rows built elsewhere)."""
-        index: dict[str, int] = {}
-        symbols = batch.column("symbol").to_pylist()
-        codes = np.fromiter((index.setdefault(s, len(index)) for s in symbols), np.int64)
-        seq = self._number(kind, codes, list(index))
-        at = batch.schema.get_field_index("seq")
-        return batch.set_column(at, batch.schema.field(at), pa.array(seq, pa.int64()))
-
 
 def _ns(ms: IntArray, nanos: IntArray, recv_ns: int) -> IntArray:
     """Epoch ms (+ ns within the ms) to ns; 0 (unknown) becomes the receive time."""
     out: IntArray = np.where(ms > 0, ms * NS_PER_MS + nanos, recv_ns)
     return out
-
-
-_NULLABLE = {kind: {f.name: f.nullable for f in schema} for kind, schema in SCHEMAS.items()}
-_FIELDS = {kind: [(f.name, f.type) for f in schema] for kind, schema in SCHEMAS.items()}
-
-
-def _missing(values: npt.NDArray[np.float64], kind: Kind, field: str) -> pa.Array:
-    """NaN as null where the event model allows a missing value, else left as NaN."""
-    if _NULLABLE[kind][field]:
-        return pa.array(values, pa.float64(), from_pandas=True)
-    return pa.array(values, pa.float64())
-
-
-def _arrow(value: Any, kind: pa.DataType, n: int) -> pa.Array:
-    if value is None:
-        return pa.nulls(n, kind)
-    if isinstance(value, pa.ChunkedArray):
-        value = value.combine_chunks()
-    if isinstance(value, pa.Array):
-        return value if value.type == kind else value.cast(kind)
-    return pa.array(value, kind)
 
 
 def _last_rows(codes: IntArray, rows: IntArray) -> list[int]:

@@ -98,8 +98,9 @@ class TastytradeFeed:
                     await self._stream(ws, http, ctx, quote, items)
             except ConnectionClosed as exc:
                 raise self._closed(exc) from exc
-            except (OSError, InvalidURI, InvalidHandshake) as exc:
-                raise TransportError(f"DXLink connect to {quote.url} failed: {exc}") from exc
+            except (OSError, InvalidURI, InvalidHandshake, TimeoutError) as exc:
+                text = str(exc) or type(exc).__name__
+                raise TransportError(f"DXLink connect to {quote.url} failed: {text}") from exc
 
     async def _stream(
         self,
