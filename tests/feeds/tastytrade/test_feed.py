@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 
+import orjson
+
 from tickpipe.events import Kind
 from tickpipe.sources.base import SourceStatus
 
@@ -318,3 +320,20 @@ async def test_an_underlying_without_a_chain_is_a_settings_error(
     run = await start(fake, tastytrade_chain_symbols=["XYZ"])
     await run.eventually(lambda: run.state.status is SourceStatus.FAILED)
     assert "TASTYTRADE_CHAIN_SYMBOLS" in (run.state.last_error or "")
+
+
+async def test_the_fake_refuses_a_client_that_skips_a_step(fake: FakeTastytrade) -> None:
+    """What makes the handshake test above meaningful: out of order is refused."""
+    from websockets.asyncio.client import connect
+
+    async with connect(fake.ws_url) as ws:
+        await ws.send('{"type":"SETUP","channel":0,"version":"0.1-test/0","keepaliveTimeout":60}')
+        await ws.send('{"type":"CHANNEL_REQUEST","channel":1,"service":"FEED","parameters":{}}')
+        replies = [orjson.loads(frame) async for frame in ws]
+    assert replies[-1] == {
+        "type": "ERROR",
+        "channel": 0,
+        "error": "UNAUTHORIZED",
+        "message": "CHANNEL_REQUEST before AUTHORIZED",
+    }
+    assert fake.connections[0].closed_by_server == "UNAUTHORIZED"
