@@ -11,6 +11,7 @@ import pytest
 from tickpipe.sources.gexbot.ratelimit import (
     HEARTBEAT_S,
     MAX_RETRY_AFTER_S,
+    AnsweredWindow,
     TokenBucket,
     retry_after_seconds,
 )
@@ -79,6 +80,49 @@ async def test_a_long_wait_reports_liveness() -> None:
     await bucket.acquire(heartbeat=lambda: beats.append(line.now))
     assert len(beats) >= 4
     assert all(b - a <= HEARTBEAT_S + 1e-9 for a, b in itertools.pairwise(beats))
+
+
+async def test_a_window_counts_from_answers_so_a_late_request_cannot_crowd_the_next() -> None:
+    line = Timeline()
+    window = AnsweredWindow(2, 1.0, now=line.time, sleep=line.sleep)
+    starts: list[float] = []
+
+    async def request(latency: float) -> None:
+        async with window.slot():
+            starts.append(line.now)
+            await line.sleep(latency)  # on the way and back: the server saw it meanwhile
+
+    await request(0.3)  # 100.0 -> answered 100.3
+    await request(0.6)  # 100.3 -> answered 100.9
+    await request(0.1)  # must wait for the first slot: 100.3 + 1.0
+    await request(0.1)  # and the second: 100.9 + 1.0
+    assert starts == pytest.approx([100.0, 100.3, 101.3, 101.9])
+
+
+async def test_a_window_with_every_request_out_waits_for_an_answer() -> None:
+    line = Timeline()
+    window = AnsweredWindow(1, 1.0, now=line.time, sleep=line.sleep)
+    answered = asyncio.Event()
+    order: list[str] = []
+
+    async def slow() -> None:
+        async with window.slot():
+            order.append("slow out")
+            await answered.wait()
+            order.append("slow answered")
+
+    async def next_one() -> None:
+        async with window.slot():
+            order.append(f"next out at {line.now - 100:.1f}")
+
+    first = asyncio.create_task(slow())
+    await asyncio.sleep(0)
+    second = asyncio.create_task(next_one())
+    await asyncio.sleep(0)
+    line.now += 2.0  # the slow answer comes back two seconds later
+    answered.set()
+    await asyncio.gather(first, second)
+    assert order == ["slow out", "slow answered", "next out at 3.0"]
 
 
 def test_retry_after_as_seconds_or_a_date() -> None:

@@ -43,6 +43,7 @@ from tickpipe.sources.gexbot.parse import SOURCE, Levels, Row, decode, levels_ba
 from tickpipe.sources.gexbot.ratelimit import (
     HEARTBEAT_S,
     PACING_MARGIN,
+    AnsweredWindow,
     TokenBucket,
     retry_after_seconds,
 )
@@ -138,6 +139,10 @@ class GexbotSource:
         }
         self.tickers = list(tickers)
         self.bucket = TokenBucket(self.requests_per_second / PACING_MARGIN)
+        per_window = max(int(self.requests_per_second), 1)
+        self.window = AnsweredWindow(
+            per_window, per_window / self.requests_per_second * PACING_MARGIN
+        )
         self._seq: dict[str, int] = {}
         self._spot: dict[str, float] = {}
         self._unknown: set[str] = set()
@@ -221,7 +226,8 @@ class GexbotSource:
         pair.requests += 1
         pair.last_poll_ns = self._clock.now_ns()
         try:
-            response = await client.get(pair.endpoint.path(pair.ticker))
+            async with self.window.slot(ctx.alive):
+                response = await client.get(pair.endpoint.path(pair.ticker))
         except httpx.TimeoutException as exc:
             pair.errors += 1
             raise TransportError(

@@ -1,22 +1,26 @@
-"""Request pacing for the gexbot poller: a token bucket and ``Retry-After``.
+"""Request pacing for the gexbot poller: a token bucket, an answered-requests window and
+``Retry-After``.
 
 gexbot asks for at most one request per second per ticker and category and answers
-bursts with 429. The poller keeps one bucket shared by every request (at most
-``GEXBOT_REQUESTS_PER_SECOND``, a burst of one: evenly spaced, so any window of one second
-holds at most the limit) and spaces each (ticker, category) one second after its previous
-answer. Both pace a little slower than the limit (``PACING_MARGIN``) so scheduling and
-network jitter never make the server count more.
+bursts with 429. Pacing at the client is not enough on its own: a request that leaves late
+(a stalled event loop, a slow connection) lands at the server close to the next one. So
+the poller spaces requests evenly (``TokenBucket``, burst of one) and also lets a request
+leave only when the server cannot count it in the same second as the ``limit`` requests
+before it (``AnsweredWindow``: measured from when their answers came back, which is after
+the server saw them). Each (ticker, category) is likewise asked again only a second after
+its last answer. All of it paces ``PACING_MARGIN`` slower than the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email.utils
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 PACING_MARGIN = 1.05
-"""intervals are 5 % longer than the limit's: 50 ms of jitter in any second is absorbed"""
+"""intervals are 5 % longer than the limit's"""
 MAX_RETRY_AFTER_S = 3600.0
 """a Retry-After longer than this is taken as this (a broken header must not park us for days)"""
 HEARTBEAT_S = 5.0
@@ -90,6 +94,59 @@ class TokenBucket:
                     wait = (1 - self._tokens) / self.rate
                 if heartbeat is not None:
                     heartbeat()
+                await self._sleep(min(wait, HEARTBEAT_S))
+
+
+class AnsweredWindow:
+    """At most ``count`` requests in any ``seconds`` as the server sees them, whatever the
+    delays on the way: ``count`` slots, each reusable ``seconds`` after the answer of the
+    request that held it came back (an answer comes after the server saw the request, so
+    two requests of one slot reach it at least ``seconds`` apart)."""
+
+    def __init__(
+        self,
+        count: int,
+        seconds: float,
+        *,
+        now: Callable[[], float] = _loop_time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if count < 1 or seconds <= 0:
+            raise ValueError("a window needs count >= 1 and seconds > 0")
+        self.count = count
+        self.seconds = seconds
+        self._now = now
+        self._sleep = sleep
+        self._free_at = [float("-inf")] * count
+        """per slot: when it may be used again (+inf while its request is unanswered)"""
+        self._answered = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def slot(self, heartbeat: Callable[[], None] | None = None) -> AsyncIterator[None]:
+        """Hold a slot for one request; it is released when the block ends (answered,
+        failed or cancelled alike: the server may have seen it either way)."""
+        index = await self._take(heartbeat)
+        try:
+            yield
+        finally:
+            self._free_at[index] = self._now() + self.seconds
+            self._answered.set()
+
+    async def _take(self, heartbeat: Callable[[], None] | None) -> int:
+        while True:
+            index = min(range(self.count), key=self._free_at.__getitem__)
+            wait = self._free_at[index] - self._now()
+            if wait <= 0:
+                self._free_at[index] = float("inf")
+                return index
+            if heartbeat is not None:
+                heartbeat()
+            if wait == float("inf"):  # every slot's request is still out: wait for an answer
+                self._answered.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(HEARTBEAT_S):
+                        await self._answered.wait()
+            else:
                 await self._sleep(min(wait, HEARTBEAT_S))
 
 
