@@ -48,7 +48,8 @@ from tickpipe.sources.tastytrade.symbols import Listing, to_canonical
 SOURCE = "tastytrade"
 NS_PER_MS = 1_000_000
 BoolArray = npt.NDArray[np.bool_]
-_NULL_TEXT = pa.scalar(None, pa.string())
+_NEW_PRINT = frozenset({None, "NEW", "0"})
+_SIDES = {"BUY": "B", "SELL": "S"}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -216,7 +217,7 @@ class Decoder:
                 "size": floats(run.column("size"), n)[rows],
                 "exchange": texts(run.column("exchangeCode"), n).take(take),
                 "conditions": texts(run.column("exchangeSaleConditions"), n).take(take),
-                "side": texts(run.column("aggressorSide"), n).take(take),
+                "aggressor": _aggressor(run.column("aggressorSide"), n).take(take),
                 "type": texts(run.column("type"), n).take(take),
                 "key": np.where(index != 0, index, fallback)[rows],
                 "flags": ints(run.column("eventFlags"), n)[rows],
@@ -229,10 +230,6 @@ class Decoder:
         if table.num_rows == 0:
             return None
         col = {name: table.column(name).combine_chunks() for name in table.column_names}
-        side = col["side"]
-        aggressor = pc.if_else(
-            pc.equal(side, "BUY"), "B", pc.if_else(pc.equal(side, "SELL"), "S", _NULL_TEXT)
-        )
         columns = {
             "ts_event": col["ts_event"],
             "ts_recv": np.full(table.num_rows, recv_ns, np.int64),
@@ -240,7 +237,7 @@ class Decoder:
             "size": col["size"],
             "exchange": col["exchange"],
             "conditions": col["conditions"],
-            "aggressor": aggressor,
+            "aggressor": col["aggressor"],
         }
         index_of: dict[str, int] = {}
         symbols = col["symbol"].to_pylist()
@@ -249,11 +246,13 @@ class Decoder:
 
     def _cancels(self, table: pa.Table, out: Output) -> pa.Table:
         """CANCEL records leave the tape (kept aside for quarantine); corrections are prints."""
+        types = set(table.column("type").to_pylist())
+        if types <= _NEW_PRINT:  # the usual case: no compute kernels
+            return table
         kind = pc.utf8_upper(table.column("type"))
         cancel = pc.fill_null(pc.is_in(kind, pa.array(["CANCEL", "2"])), False)
-        out.counts["trade_corrections"] += (
-            pc.sum(pc.is_in(kind, pa.array(["CORRECTION", "1"]))).as_py() or 0
-        )
+        corrections = pc.sum(pc.is_in(kind, pa.array(["CORRECTION", "1"]))).as_py()
+        out.counts["trade_corrections"] += corrections or 0
         if not pc.any(cancel).as_py():
             return table
         cancelled = table.filter(cancel).drop_columns(["flags"]).to_pylist()
@@ -374,6 +373,13 @@ def _ns(ms: IntArray, nanos: IntArray, recv_ns: int) -> IntArray:
     """Epoch ms (+ ns within the ms) to ns; 0 (unknown) becomes the receive time."""
     out: IntArray = np.where(ms > 0, ms * NS_PER_MS + nanos, recv_ns)
     return out
+
+
+def _aggressor(values: list[Any] | None, n: int) -> pa.Array:
+    """``aggressorSide`` BUY/SELL as B/S; UNDEFINED, empty or absent is null."""
+    if values is None:
+        return pa.nulls(n, pa.string())
+    return pa.array([_SIDES.get(v) if isinstance(v, str) else None for v in values], pa.string())
 
 
 def _last_rows(codes: IntArray, rows: IntArray) -> list[int]:

@@ -220,6 +220,9 @@ def texts(values: list[Any] | None, size: int) -> pa.Array:
     try:
         array = pa.array(values, pa.string())
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        array = pa.array([None if v is None else str(v) for v in values], pa.string())
+        values = [None if v is None else str(v) for v in values]
+        array = pa.array(values, pa.string())
+    if "" not in values and "\x00" not in values:  # the usual case: no compute kernels
+        return array
     blank = pc.or_(pc.equal(array, ""), pc.equal(array, "\x00"))
     return pc.if_else(blank, pa.scalar(None, pa.string()), array)
