@@ -46,6 +46,8 @@ AGGREGATION_S = 0.1
 """tastytrade's own platform asks for 0.1 s; TimeAndSale prints are never conflated"""
 PLAN_TTL_S = 3600.0
 STATUS_EVERY_S = 1.0
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+"""a chain snapshot is large but arrives in many frames; a bigger one is a broken server"""
 REFUSALS_BEFORE_STOP = 2
 """a fresh quote token refused this many times in a row is a credentials problem"""
 
@@ -90,7 +92,7 @@ class TastytradeFeed:
                 async with websockets.connect(
                     quote.url,
                     ping_interval=None,  # DXLink wants its own KEEPALIVE messages
-                    max_size=None,
+                    max_size=MAX_FRAME_BYTES,
                     open_timeout=ACTION_TIMEOUT_S,
                     close_timeout=2,
                     user_agent_header=USER_AGENT,
