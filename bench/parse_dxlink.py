@@ -195,7 +195,8 @@ async def latency_bench(samples: int, fsync: bool = True) -> None:
         await serving
         stop.set()
         await running
-    print("frame -> realtime API (websocket, decode, quality, journal fsync, hot store, HTTP)")
+    what = "journal fsync" if fsync else "journal without fsync"
+    print(f"frame -> realtime API (websocket, decode, quality, {what}, hot store, HTTP)")
     print(f"  ours : {percentiles(ours)}")
     print(f"  floor: {percentiles(floor)}   (pipeline.ingest of a decoded batch, same route)")
     print(
