@@ -232,7 +232,7 @@ def browser_smoothness(base: str, token: str) -> None:
     )
 
 
-def log_cost(args: argparse.Namespace) -> None:
+def log_cost(args: argparse.Namespace) -> float:
     variants = ["none", "log_off", "file"]
     results: dict[str, list[float]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
@@ -262,77 +262,71 @@ def log_cost(args: argparse.Namespace) -> None:
         runs = ", ".join(f"{x:,.0f}" for x in results[variant])
         print(f"   {variant:8s} {med:8,.0f} req/s  ratio {med / base:.3f}  (rounds: {runs})")
     print(f"   access log lines written: {lines:,}")
+    return base
 
 
-def direct_cost(requests: int = 20_000, blocks: int = 5) -> None:
-    """The observation's CPU per request, in process and without the network's noise:
-    the same ASGI app called directly with and without the middleware, interleaved."""
-    from tickpipe.api import observe
-    from tickpipe.api.app import create_app
-    from tickpipe.config import Settings
-    from tickpipe.pipeline import Pipeline, api_context
+def direct_cost(served_rps: float | None = None, requests: int = 20_000, repeats: int = 7) -> None:
+    """Observation's own CPU, free of the network's and the shared machine's noise: the
+    middleware around a minimal ASGI app (best of ``repeats``), and the log thread's work
+    per line (its CPU time), set against what one served request costs the server."""
+    from tickpipe.api.observe import AccessLog, ObserveMiddleware, Observer, _writer
+    from tickpipe.metrics import ApiMetrics
+
+    class Route:
+        path = "/api/v1/ticks/realtime"
+
+    async def inner(scope: dict[str, object], receive: object, send: object) -> None:
+        scope["route"] = Route
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b'{"data":[{"a":1},{"a":2}]}'})  # type: ignore[operator]
+
+    async def sink(message: object) -> None:
+        return None
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request"}
+
+    scope = {
+        "type": "http", "method": "GET", "path": Route.path, "query_string": b"symbols=SPY",
+        "headers": [(b"host", b"x"), (b"authorization", b"Bearer tp_0123abcd_secret")],
+    }  # fmt: skip
+
+    async def per_request(app: object) -> float:
+        started = time.perf_counter()
+        for _ in range(requests):
+            await app(dict(scope), receive, sink)  # type: ignore[operator]
+        return (time.perf_counter() - started) / requests * 1e6
 
     async def run() -> None:
         with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings(_env_file=None, data_dir=Path(tmp) / "data", simulator="false")  # type: ignore[call-arg]
-            pipeline = Pipeline(settings, sources=[])
-            ctx = api_context(pipeline)
-            token, _ = ctx.keys.create("bench", ["read"], 100_000)
-            real_install = observe.install
-            observe.install = lambda app, ctx: None  # type: ignore[assignment]
-            bare = create_app(ctx)
-            observe.install = real_install
-            observed = create_app(ctx)
-            access_log = observed.state.observer.access_log
-            headers = [(b"host", b"x"), (b"authorization", f"Bearer {token}".encode())]
-            scope = {
-                "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http",
-                "path": "/api/v1/ticks/realtime", "raw_path": b"/api/v1/ticks/realtime",
-                "query_string": b"symbols=SPY&limit=10", "headers": headers, "client": ("127.0.0.1", 1),
-                "server": ("127.0.0.1", 80), "root_path": "",
-            }  # fmt: skip
-
-            async def receive() -> dict[str, object]:
-                return {"type": "http.request", "body": b"", "more_body": False}
-
-            async def send(message: dict[str, object]) -> None:
-                return None
-
-            async def timed(app: object, n: int) -> float:
-                started = time.perf_counter()
-                for _ in range(n):
-                    await app(dict(scope), receive, send)  # type: ignore[operator]
-                return (time.perf_counter() - started) / n * 1e6
-
-            await timed(bare, 2000)
-            await timed(observed, 2000)
-            bare_us: list[float] = []
-            observed_us: list[float] = []
-            line_us: list[float] = []
-            for _ in range(blocks):
-                bare_us.append(await timed(bare, requests))
-                observed_us.append(await timed(observed, requests))
-                queued = access_log.pending
-                started = time.thread_time()
-                written = access_log.flush()
-                if written:
-                    line_us.append((time.thread_time() - started) / written * 1e6)
-                del queued
-            b, o = statistics.median(bare_us), statistics.median(observed_us)
-            line = statistics.median(line_us) if line_us else float("nan")
+            result: dict[str, float] = {}
+            lines: list[float] = []
+            for mode in ("off", "file"):
+                access_log = AccessLog(mode, Path(tmp) / "access.log")
+                _writer.discard(access_log)  # drained below, timed on its own
+                app = ObserveMiddleware(inner, Observer(ApiMetrics(), access_log))  # type: ignore[arg-type]
+                bare, observed = [], []
+                for _ in range(repeats):
+                    bare.append(await per_request(inner))
+                    observed.append(await per_request(app))
+                    started = time.thread_time()
+                    written = access_log.flush()
+                    if written:
+                        lines.append((time.thread_time() - started) / written * 1e6)
+                result[mode] = min(observed) - min(bare)
+            line = statistics.median(lines)
+            total = result["file"] + line
+            print(f"2b. observation's own CPU ({repeats} x {requests:,} requests, best of):")
             print(
-                f"2b. in process, {blocks} x {requests:,} realtime requests per variant (no network):"
+                f"    request path: metrics {result['off']:.2f} us, + access log queue "
+                f"{result['file']:.2f} us; log thread {line:.2f} us per line; total {total:.2f} us"
             )
-            print(
-                f"    without observation {b:.1f} us/request, with metrics + access log queue {o:.1f} us"
-            )
-            print(
-                f"    middleware {o - b:.1f} us/request, writing a line (log thread) {line:.1f} us"
-            )
-            print(
-                f"    observation + log = {o - b + line:.1f} us = {100 * (o - b + line) / o:.1f} % of the "
-                f"request's own CPU in process (a served request also costs uvicorn's HTTP work)"
-            )
+            if served_rps:
+                served_us = 1e6 / served_rps
+                print(
+                    f"    a served request costs {served_us:.0f} us of the server's core (part 2 "
+                    f"without observation): observation + log = {100 * total / served_us:.1f} %"
+                )
 
     asyncio.run(run())
 
@@ -359,6 +353,7 @@ def main() -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--page", nargs=3)
     parser.add_argument("--only", choices=["page", "log", "direct"])
+    parser.add_argument("--served-rps", type=float, help="for --only direct: part 2's figure")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
@@ -368,10 +363,9 @@ def main() -> None:
     else:
         if args.only in (None, "page"):
             page_cost(args)
-        if args.only in (None, "log"):
-            log_cost(args)
+        served = log_cost(args) if args.only in (None, "log") else args.served_rps
         if args.only in (None, "direct"):
-            direct_cost()
+            direct_cost(served)
 
 
 if __name__ == "__main__":

@@ -59,15 +59,16 @@ class BucketHistogram:
     def _get(self, labels: tuple[str, ...]) -> tuple[list[int], list[int]]:
         series = self._series.get(labels)
         if series is None:
-            series = self._series[labels] = ([0] * (len(self._bounds_ns) + 1), [0])
+            series = ([0] * (len(self._bounds_ns) + 1), [0])
+            self._series = {**self._series, labels: series}  # readers never see it resized
         return series
 
     def observe(self, labels: tuple[str, ...], value_ns: int) -> None:
-        index = bisect.bisect_left(self._bounds_ns, value_ns)
-        with self._lock:
-            counts, total = self._get(labels)
-            counts[index] += 1
-            total[0] += value_ns
+        """One value, from one writer thread (the API's event loop): no lock on this path,
+        which runs per request; a concurrent snapshot may miss the value being added."""
+        series = self._series.get(labels) or self._get(labels)
+        series[0][bisect.bisect_left(self._bounds_ns, value_ns)] += 1
+        series[1][0] += value_ns
 
     def observe_many(self, labels: tuple[str, ...], values_ns: npt.NDArray[np.int64]) -> None:
         """Count a whole array at once: one ``searchsorted``, one ``bincount``."""
@@ -133,22 +134,23 @@ class ApiMetrics:
             ("route", "method"),
             API_LATENCY_BUCKETS_S,
         )
-        self.responses: Counter[tuple[str, str, str]] = Counter()
+        self.responses: dict[tuple[str, str, int], int] = {}
         """(route, method, status) -> responses"""
         self.websockets: Counter[str] = Counter()
         self.requests = 0
         self.errors = 0
         """responses with a 5xx status"""
-        self._recent = np.zeros(recent, dtype=np.int64)
+        self._recent = [0] * recent
         self._next = 0
 
     def observe(self, route: str, method: str, status: int, duration_ns: int) -> None:
         self.latency.observe((route, method), duration_ns)
-        self.responses[(route, method, str(status))] += 1
+        key = (route, method, status)
+        self.responses[key] = self.responses.get(key, 0) + 1
         self.requests += 1
         if status >= 500:
             self.errors += 1
-        self._recent[self._next % self._recent.size] = duration_ns
+        self._recent[self._next % len(self._recent)] = duration_ns
         self._next += 1
 
     def websocket(self, route: str) -> None:
@@ -156,7 +158,7 @@ class ApiMetrics:
 
     def summary(self) -> dict[str, Any]:
         """Totals and percentiles of the most recent requests, for the dashboard."""
-        window = self._recent[: min(self._next, self._recent.size)]
+        window = np.asarray(self._recent[: min(self._next, len(self._recent))], dtype=np.int64)
         p50 = p99 = None
         if window.size:
             p50, p99 = (round(float(v) / 1e6, 3) for v in np.percentile(window, [50, 99]))
@@ -172,8 +174,8 @@ class ApiMetrics:
         responses = CounterMetricFamily(
             "tickpipe_api_responses", "API responses", labels=("route", "method", "status")
         )
-        for labels, n in sorted(self.responses.items()):
-            responses.add_metric(list(labels), n)
+        for (route, method, status), n in sorted(self.responses.items()):
+            responses.add_metric([route, method, str(status)], n)
         yield responses
         sessions = CounterMetricFamily(
             "tickpipe_api_websocket_sessions", "WebSocket sessions opened", labels=("route",)

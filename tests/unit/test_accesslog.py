@@ -97,8 +97,8 @@ async def test_request_metrics_count_per_route_template_and_status(
         for symbol in ("SPY", "QQQ", "IWM"):
             await c.get(f"/items/{symbol}")
         assert (await c.get("/boom")).status_code == 500
-    assert metrics.responses[("/items/{item}", "GET", "200")] == 3
-    assert metrics.responses[("/boom", "GET", "500")] == 1
+    assert metrics.responses[("/items/{item}", "GET", 200)] == 3
+    assert metrics.responses[("/boom", "GET", 500)] == 1
     assert metrics.summary()["requests"] == 4 and metrics.summary()["errors_5xx"] == 1
     counts, _ = metrics.latency.snapshot()[("/items/{item}", "GET")]
     assert sum(counts) == 3
