@@ -16,6 +16,8 @@ _PATTERNS = [
         re.compile(r"(?i)((?:token|api_key|access_token|refresh_token|client_secret)=)[^&\s'\"]+"),
         r"\1********",
     ),
+    (re.compile(r"(?i)([?&]key=)[^&\s'\"]+"), r"\1********"),
+    (re.compile(r"gexbot_custom_[A-Za-z0-9_\-]+"), "gexbot_custom_********"),
 ]
 
 

@@ -22,7 +22,9 @@ class PipelineProcess:
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         full_env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("TICKPIPE_", "SCHWAB_"))
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TICKPIPE_", "SCHWAB_", "GEXBOT_", "TASTYTRADE_", "SIERRA_"))
         }
         full_env.update(env)
         self._log = open(log, "ab")  # noqa: SIM115 - closed in wait()
