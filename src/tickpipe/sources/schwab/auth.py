@@ -131,7 +131,8 @@ async def post_token(
     if response.status_code == 401 and error == "invalid_client" and "refresh" not in detail:
         raise ConfigError(
             f"Schwab rejected the app credentials ({error}): check SCHWAB_APP_KEY and "
-            "SCHWAB_APP_SECRET against the app at developer.schwab.com"
+            "SCHWAB_APP_SECRET against the app at developer.schwab.com (if they are right, "
+            f"the login has expired: run {HELPER})"
         )
     if response.status_code in (400, 401) and form["grant_type"] == "refresh_token":
         raise RefreshRejected(f"{error}: {detail}" if detail else error)

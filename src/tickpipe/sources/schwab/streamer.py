@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import datetime as dt
 import logging
 from typing import Any
@@ -52,6 +53,10 @@ KICKED_WINDOW_S = 60.0
 """a code 12 this soon after login counts towards giving up (another client keeps winning)"""
 KICKED_LIMIT = 3
 TOKEN_RETRY_S = 60.0
+REFUSED_RETRY_S = 600.0
+"""after a refused refresh token (it will not heal in a minute) rather than an outage"""
+IDLE_TIMEOUT_S = 120.0
+"""Schwab's heartbeat interval is unpublished; websocket pings catch a dead socket sooner"""
 
 
 def iso_ns(ns: int) -> str:
@@ -122,7 +127,9 @@ class SchwabStreamer:
         limiter: TokenBucket,
         plan: Plan,
     ) -> None:
-        self.policy = default_policy(settings)
+        base = default_policy(settings)
+        idle = max(base.idle_timeout_s or 0.0, IDLE_TIMEOUT_S)
+        self.policy = dataclasses.replace(base, idle_timeout_s=idle)
         self._settings = settings
         self._clock = clock
         self._tokens = tokens
@@ -235,7 +242,8 @@ class SchwabStreamer:
                 if decoded.unknown_fields:
                     ctx.count("unknown_fields", decoded.unknown_fields)
                 if decoded.heartbeats:
-                    ctx.info(last_heartbeat=iso_ns(recv_ns))
+                    delayed = sum(parser.delayed.values())
+                    ctx.info(last_heartbeat=iso_ns(recv_ns), delayed_symbols=delayed)
                 for response in decoded.responses:
                     if not session.deliver(response):
                         self._notice(response, ctx)
@@ -278,7 +286,8 @@ class SchwabStreamer:
                 await self._tokens.access_token()
             except (ConfigError, TransportError) as exc:
                 self._error(f"token refresh: {exc}", ctx)
-                await asyncio.sleep(TOKEN_RETRY_S)
+                refused = isinstance(exc, ConfigError)
+                await asyncio.sleep(REFUSED_RETRY_S if refused else TOKEN_RETRY_S)
             self._tokens.warn_if_expiring()
             ctx.info(**self._tokens.facts())
 

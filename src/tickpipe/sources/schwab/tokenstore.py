@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import logging
 import os
 import re
 import tempfile
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 REFRESH_TOKEN_LIFETIME_S = 7 * 86_400
 ENV_NAME = "SCHWAB_REFRESH_TOKEN"
@@ -68,7 +71,11 @@ class TokenFile:
     def load(self) -> TokenSet | None:
         """The stored tokens, or None when there is no usable file."""
         try:
-            body = orjson.loads(self.path.read_bytes())
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            body = orjson.loads(raw)
             token = body["token"]
             login = body.get("creation_timestamp")
             return TokenSet(
@@ -78,7 +85,8 @@ class TokenFile:
                 login_at=float(login) if isinstance(login, int | float) else None,
                 token=token,
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring %s: not a token file (%r)", self.path, exc)
             return None
 
     def save(self, tokens: TokenSet) -> None:
