@@ -302,6 +302,10 @@ def test_an_item_with_a_wrong_type_is_rejected_and_leaves_the_merged_state_alone
     assert reject.symbol == "AAPL" and "field 2" in reject.reason and '"x"' in reject.raw
     assert not bad.batches.get(Kind.QUOTE)
     assert parser.merged("LEVELONE_EQUITIES", "AAPL")["bid"] == 233.22
+    nulls = parser.parse(
+        delta("LEVELONE_EQUITIES", 1755118706000, key="AAPL", f1=None, f2=233.4), RECV
+    )
+    assert nulls.rejects == [] and rows(nulls, Kind.QUOTE)[0]["bid"] == 233.22  # null: no value
     no_key = parser.parse(delta("LEVELONE_EQUITIES", 1755118705000, f1=1.0), RECV)
     assert "without a key" in no_key.rejects[0].reason
 

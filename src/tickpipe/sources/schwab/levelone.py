@@ -128,6 +128,8 @@ class LevelOne:
                 if field not in layout.known and field not in META_KEYS:
                     out.unknown_fields += 1
                 continue
+            if value is None:  # no value: the field keeps what it had
+                continue
             if is_text[i]:
                 if value.__class__ is not str:
                     if value.__class__ is int:  # IDs seen as ASCII codes: 63 for "?"
