@@ -21,6 +21,7 @@ from tickpipe.store.keystore import KeyStore
 from ...conftest import free_port
 from ...e2e.helpers import ROOT, PipelineProcess
 from ...fakes.schwab import SPX_CHAIN, FakeSchwab, ms_now, rebased
+from .harness import lake
 
 pytestmark = pytest.mark.slow
 
@@ -212,3 +213,66 @@ def test_data_pipeline_streams_schwab_into_status_and_the_realtime_api(
     assert details["subscriptions"] == {"LEVELONE_EQUITIES": 2, "CHART_EQUITY": 1}
     assert details["login_time"] and details["last_heartbeat"] and details["entitlement"] == "NP"
     assert proc.stop(signal.SIGINT) == 0
+
+
+def test_the_streamer_script_alone_feeds_redis_pub_sub_and_the_lake(
+    served: FakeSchwab, tmp_path: Path, redis_url: str
+) -> None:
+    import redis
+
+    now = ms_now()
+    snapshot = {
+        "1": 600.1,
+        "2": 600.2,
+        "3": 600.15,
+        "4": 3,
+        "5": 4,
+        "8": 10_000,
+        "34": now,
+        "35": now,
+    }
+    served.call(served.update("LEVELONE_EQUITIES", "SPY", snapshot))
+    bus = redis.Redis.from_url(redis_url)
+    listener = bus.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe("ticks")
+    env = {**dry_env(served, tmp_path), "SCHWAB_SYMBOLS": "SPY", "TICKPIPE_REDIS_URL": redis_url}
+    env.pop("SCHWAB_CHAIN_SYMBOLS")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("TICKPIPE_", "SCHWAB_"))}
+    streamer = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "run_schwab_streamer.py")],
+        env={**clean, **env},
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        events: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while not any(e["type"] == "quote" for e in events) and time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.2)  # the snapshot's quote: streaming
+            if message is not None:
+                events += orjson.loads(message["data"])
+        stamp = ms_now()
+        served.call(
+            served.update("LEVELONE_EQUITIES", "SPY", {"3": 600.2, "8": 10_050, "35": stamp})
+        )
+        while not any(e["type"] == "trade" for e in events) and time.monotonic() < deadline:
+            message = listener.get_message(timeout=0.2)
+            if message is not None:
+                events += orjson.loads(message["data"])
+    finally:
+        streamer.send_signal(signal.SIGINT)
+        _, err = streamer.communicate(timeout=60)
+        listener.close()
+        bus.close()
+    assert streamer.returncode == 0, err
+    [trade] = [e for e in events if e["type"] == "trade"]
+    assert (trade["symbol"], trade["price"], trade["size"], trade["source"]) == (
+        "SPY",
+        600.2,
+        50,
+        "schwab",
+    )
+    assert trade["ts_event"] == stamp * 1_000_000
+    stored = [(t["symbol"], t["price"], t["size"]) for t in lake(tmp_path / "data", "trade")]
+    assert stored == [("SPY", 600.2, 50)]  # flushed to the lake when the streamer stopped
