@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--rate-limit",
         type=float,
-        help="requests per second, 0.01 to 100000 (default TICKPIPE_API_DEFAULT_RATE_LIMIT)",
+        help="requests per second, 0.01 to 1000000 (default TICKPIPE_API_DEFAULT_RATE_LIMIT)",
     )
     create.set_defaults(func=_cmd_keys_create)
     keys_sub.add_parser("list", help="list keys (never their secrets)").set_defaults(

@@ -29,7 +29,7 @@ from tickpipe.errors import KeyStoreError
 
 SCOPES = ("read", "stream", "admin")
 RATE_LIMIT_MIN = 0.01
-RATE_LIMIT_MAX = 100_000.0
+RATE_LIMIT_MAX = 1_000_000.0
 """requests/s a key may be given: finite, positive, and within what a bucket can count"""
 
 _SCHEMA = """

@@ -8,7 +8,7 @@ sees them; a segment still present whose files are already in the lake is skippe
 those days. Bars are aggregated in DuckDB, never in Python loops.
 
 Memory is bounded whatever is asked: DuckDB runs with ``memory_limit`` and spills sorts to
-``<data>/tmp/duckdb``; the ``*_reader`` methods stream record batches; the ``count_*``
+``<data>/duckdb_tmp``; the ``*_reader`` methods stream record batches; the ``count_*``
 and ``span`` methods let the API estimate a request's cost before it runs. Journal
 segments are checked batch by batch (``validate(full=True)``, each batch once) before
 DuckDB sees them: an invalid batch is left out, never read.
@@ -96,7 +96,7 @@ class Query:
         self._lake = lake_dir
         self._journal = journal_dir
         self.hot = hot
-        spill = spill_dir or journal_dir.parent / "tmp" / "duckdb"
+        spill = spill_dir or journal_dir.parent / "duckdb_tmp"  # created when first needed
         self._db = duckdb.connect(
             ":memory:",
             config={

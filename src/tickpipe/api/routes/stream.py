@@ -101,8 +101,8 @@ async def stream(ws: WebSocket) -> None:
             await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
             for task in (sender, receiver):
                 task.cancel()
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+    except* (WebSocketDisconnect, RuntimeError):
+        pass  # the client left, from either task: nothing to tell it
     finally:
         ctx.bus.unsubscribe(sub)
 
@@ -117,12 +117,13 @@ async def _send(ws: WebSocket, sub: Subscription, conflate_s: float) -> None:
             return
         if conflate_s:
             items = _latest_rows(items)
-        try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                await ws.send_text(_frame(items))
-        except TimeoutError:
-            await _slow(ws, f"client read nothing for {SEND_TIMEOUT_S:g} s")
-            return
+        for frame in _shared.frames(items):
+            try:
+                async with asyncio.timeout(SEND_TIMEOUT_S):
+                    await ws.send_text(frame)
+            except TimeoutError:
+                await _slow(ws, f"client read nothing for {SEND_TIMEOUT_S:g} s")
+                return
 
 
 async def _slow(ws: WebSocket, why: str) -> None:
@@ -136,34 +137,58 @@ async def _slow(ws: WebSocket, why: str) -> None:
             await ws.close(code=1013)
 
 
+CHUNK_ROWS = 500
+FRAME_BYTES = 512 * 1024
+"""frames stay well under the 1 MiB a default websockets client accepts, however much
+piled up while the previous frame was being sent"""
+
+
 class _SharedJson:
     """JSON of the bus's slices, encoded once for every client: the bus hands each reader
     the same slice objects, so with 200 clients on one symbol a delivery is encoded once,
-    and a frame made of the same slices is joined once."""
+    and the frames made of the same slices are cut once."""
 
     def __init__(self, size: int = 1024) -> None:
         self._size = size
-        self._parts: OrderedDict[int, tuple[pa.RecordBatch, str]] = OrderedDict()
-        self._frames: OrderedDict[tuple[int, ...], tuple[list[pa.RecordBatch], str]] = OrderedDict()
+        self._chunks: OrderedDict[int, tuple[pa.RecordBatch, list[str]]] = OrderedDict()
+        self._frames: OrderedDict[tuple[int, ...], tuple[list[pa.RecordBatch], list[str]]] = (
+            OrderedDict()
+        )
         self._last_rows: OrderedDict[int, tuple[pa.RecordBatch, pa.RecordBatch]] = OrderedDict()
 
-    def part(self, kind: Kind, batch: pa.RecordBatch) -> str:
-        hit = self._parts.get(id(batch))
+    def chunks(self, kind: Kind, batch: pa.RecordBatch) -> list[str]:
+        """The events of ``batch`` as JSON objects, comma-joined, ``CHUNK_ROWS`` a piece."""
+        hit = self._chunks.get(id(batch))
         if hit is not None and hit[0] is batch:
             return hit[1]
         table = with_type_and_time(pa.Table.from_batches([batch]), kind.value)
-        text = records_json(table).decode()[1:-1]
-        self._put(self._parts, id(batch), (batch, text))
-        return text
+        texts = [
+            records_json(table.slice(start, CHUNK_ROWS)).decode()[1:-1]
+            for start in range(0, table.num_rows, CHUNK_ROWS)
+        ]
+        self._put(self._chunks, id(batch), (batch, texts))
+        return texts
 
-    def frame(self, items: list[tuple[Kind, pa.RecordBatch]]) -> str:
+    def frames(self, items: list[tuple[Kind, pa.RecordBatch]]) -> list[str]:
+        """JSON arrays of at most about ``FRAME_BYTES`` each, in order."""
         key = tuple(id(b) for _, b in items)
         hit = self._frames.get(key)
         if hit is not None and all(a is b for a, (_, b) in zip(hit[0], items, strict=True)):
             return hit[1]
-        text = "[" + ",".join(p for p in (self.part(k, b) for k, b in items) if p) + "]"
-        self._put(self._frames, key, ([b for _, b in items], text))
-        return text
+        frames: list[str] = []
+        current: list[str] = []
+        size = 0
+        for kind, batch in items:
+            for chunk in self.chunks(kind, batch):
+                if current and size + len(chunk) > FRAME_BYTES:
+                    frames.append("[" + ",".join(current) + "]")
+                    current, size = [], 0
+                current.append(chunk)
+                size += len(chunk) + 1
+        if current:
+            frames.append("[" + ",".join(current) + "]")
+        self._put(self._frames, key, ([b for _, b in items], frames))
+        return frames
 
     def last_row(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         hit = self._last_rows.get(id(batch))
@@ -180,10 +205,6 @@ class _SharedJson:
 
 
 _shared = _SharedJson()
-
-
-def _frame(items: list[tuple[Kind, pa.RecordBatch]]) -> str:
-    return _shared.frame(items)
 
 
 def _latest_rows(items: list[tuple[Kind, pa.RecordBatch]]) -> list[tuple[Kind, pa.RecordBatch]]:
