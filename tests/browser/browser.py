@@ -3,7 +3,6 @@ every request that would leave 127.0.0.1 is blocked and recorded."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,8 +24,6 @@ LOCAL = {"127.0.0.1"}
 
 @contextmanager
 def chromium() -> Iterator[Browser]:
-    # never let Playwright look for (or fetch) a browser build of its own
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=ARGS

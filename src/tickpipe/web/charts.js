@@ -122,7 +122,7 @@ export function drawCandles(canvas, candles, spanMs, lastPrice) {
   for (let t = Math.ceil(start / quarter) * quarter; t < end; t += quarter) {
     const d = new Date(t);
     const label = `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
-    ctx.fillText(label, x(t), height - 4);
+    if (x(t) > 16 && x(t) < plotW - 16) ctx.fillText(label, x(t), height - 4);
   }
   const bodyW = Math.max(1, (plotW / (spanMs / 60_000)) * 0.7);
   ctx.save();
