@@ -57,3 +57,4 @@ def configure_logging(level: str) -> None:
     )
     for handler in logging.getLogger().handlers:
         install(handler)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per poll otherwise
