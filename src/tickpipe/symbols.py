@@ -2,7 +2,9 @@
 
 Equities and ETFs ``SPY``; indices ``$SPX``; futures ``/ES`` (root) or ``/ESZ25``
 (contract); options in OCC form: root padded to 6, ``YYMMDD``, ``C``/``P``, strike x1000
-in 8 digits, e.g. ``SPY   251219C00600000``. Each adapter maps its feed's spelling here.
+in 8 digits, e.g. ``SPY   251219C00600000``; futures options ``./`` + contract + right +
+strike, e.g. ``./OZCZ23C565`` (they have no OCC form). Each adapter maps its feed's
+spelling here.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ class AssetClass(StrEnum):
     INDEX = "index"
     FUTURE = "future"
     OPTION = "option"
+    FUTURE_OPTION = "future_option"
 
 
 _EQUITY = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
 _INDEX = re.compile(r"^\$[A-Z][A-Z0-9.]{0,9}$")
 _FUTURE = re.compile(r"^/[A-Z0-9]{1,4}?(?:[FGHJKMNQUVXZ]\d{1,2})?$")
+_FUTURE_OPTION = re.compile(r"^\./[A-Z0-9]{1,6}[FGHJKMNQUVXZ]\d{2}[CP]\d+(?:\.\d+)?$")
 _OCC = re.compile(r"^(?P<root>[A-Z0-9.$ ]{1,6}?) *(?P<date>\d{6})(?P<right>[CP])(?P<strike>\d{8})$")
 
 
@@ -69,6 +73,8 @@ def asset_class(symbol: str) -> AssetClass:
         return AssetClass.INDEX
     if symbol.startswith("/") and _FUTURE.match(symbol):
         return AssetClass.FUTURE
+    if symbol.startswith("./") and _FUTURE_OPTION.match(symbol):
+        return AssetClass.FUTURE_OPTION
     if len(symbol) > 10 and _OCC.match(symbol):
         return AssetClass.OPTION
     if _EQUITY.match(symbol):

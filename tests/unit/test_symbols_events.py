@@ -74,3 +74,11 @@ def test_records_survive_the_columnar_round_trip() -> None:
     batch = to_batch(Kind.TRADE, events)
     assert from_batch(Kind.TRADE, batch) == events
     assert list(group_by_kind(events)) == [Kind.TRADE]
+
+
+def test_futures_options_are_canonical_in_their_own_class() -> None:
+    from tickpipe.symbols import AssetClass, asset_class, is_canonical
+
+    assert asset_class("./OZCZ23C565") is AssetClass.FUTURE_OPTION
+    assert asset_class("./ESZ25P6000.5") is AssetClass.FUTURE_OPTION
+    assert not is_canonical("./ES") and not is_canonical("./OZCZ23X565")
