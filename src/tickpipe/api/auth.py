@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import Request, WebSocket
+from fastapi import Depends, Request, WebSocket
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
 
 from tickpipe.api.errors import ApiError
@@ -89,13 +91,23 @@ def authorize_request(conn: HTTPConnection, scope: str, *, query_token: bool = F
     return key
 
 
-def require(scope: str) -> Callable[[Request], Awaitable[ApiKey]]:
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="an API key: `tickpipe keys create --name NAME --scopes read`",
+)
+"""Declared so the OpenAPI document carries the scheme and each route's security (Swagger's
+Authorize then works); the key itself is checked by ``authorize_request``."""
+
+
+def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
     """The FastAPI dependency form of ``authorize_request``."""
 
-    async def dependency(request: Request) -> ApiKey:
+    async def dependency(
+        request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
+    ) -> ApiKey:
         return authorize_request(request, scope)
 
-    dependency.tickpipe_scope = scope  # type: ignore[attr-defined]  # read by the OpenAPI
     return dependency
 
 

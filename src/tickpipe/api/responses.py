@@ -9,7 +9,6 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse
 
 from tickpipe.api.encode import MEDIA_TYPES
@@ -74,6 +73,9 @@ ERROR_SCHEMA = {
     },
 }
 _PUBLIC_ERRORS = (414, 500)
+PUBLIC = frozenset({"/api/v1/health", "/api/v1/status", "/api/v1/dashboard/services"})
+"""API paths that need no key; every other /api/ path is documented with the bearer scheme
+(secure by default: a route that checks its key itself needs no marker)."""
 _DOWNLOAD_SCHEMAS = {
     "application/json": {"type": "object"},
     "text/csv": {"type": "string"},
@@ -82,24 +84,11 @@ _DOWNLOAD_SCHEMAS = {
 }
 
 
-def route_scope(route: APIRoute) -> str | None:
-    """The key scope a route needs: from its ``require(scope)`` dependency, or from
-    ``openapi_extra["x-tickpipe-scope"]`` for routes that check the key themselves."""
-    extra = route.openapi_extra or {}
-    if "x-tickpipe-scope" in extra:
-        return str(extra["x-tickpipe-scope"])
-    for dep in route.dependant.dependencies:
-        scope = getattr(dep.call, "tickpipe_scope", None)
-        if scope is not None:
-            return str(scope)
-    return None
-
-
 def install_openapi(app: FastAPI) -> None:
     """FastAPI's document plus what it cannot infer: the bearer scheme (so Swagger's
-    Authorize works) and each operation's security, the JSON error of every status a
-    route may answer (replacing FastAPI's own 422 shape, which the API never sends), and
-    the media types of downloads."""
+    Authorize works) on every keyed operation, the JSON error of every status a route may
+    answer (replacing FastAPI's own 422 shape, which the API never sends), and the media
+    types of downloads."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -115,31 +104,22 @@ def install_openapi(app: FastAPI) -> None:
         }
         components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
         error_ref = {"$ref": "#/components/schemas/Error"}
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
-                continue
-            scope = route_scope(route)
-            for method in route.methods or ():
-                op = schema["paths"].get(route.path_format, {}).get(method.lower())
-                if op is None:
-                    continue
+        for path_name, path in schema.get("paths", {}).items():
+            for op in path.values():
+                scope = op.pop("x-tickpipe-scope", None)
+                if scope is not None or (path_name.startswith("/api/") and path_name not in PUBLIC):
+                    op.setdefault("security", [{"bearer": []}])
+                keyed = bool(op.get("security"))
                 responses = op.setdefault("responses", {})
-                statuses = ERROR_STATUSES if scope else dict.fromkeys(_PUBLIC_ERRORS, "")
-                for status in statuses:
+                for status in ERROR_STATUSES if keyed else _PUBLIC_ERRORS:
                     responses[str(status)] = {
                         "description": ERROR_STATUSES[status],
                         "content": {"application/json": {"schema": error_ref}},
                     }
-                if scope:
-                    op["security"] = [{"bearer": []}]
-                    op["description"] = (
-                        op.get("description", "") + f"\n\nNeeds a key with the `{scope}` scope."
-                    ).strip()
                 if op.pop("x-tickpipe-download", False):
                     responses["200"]["content"] = {
                         media: {"schema": body} for media, body in _DOWNLOAD_SCHEMAS.items()
                     }
-                op.pop("x-tickpipe-scope", None)
         app.openapi_schema = schema
         return schema
 
