@@ -3,8 +3,8 @@
 1. The page's own load: a pipeline process ingests the simulator at 50 k events/s while
    ``--clients`` keep-alive connections drive the real-time route flat out. Phases with
    and without one open page alternate; the page is emulated in its own process with the
-   page's exact schedule (status 1.5 s, services 2 s, quality 5 s, GEX 3 s, symbols 30 s,
-   bars 60 s, and the WebSocket for one symbol's trades and quotes, read in full).
+   page's exact schedule (status 1.5 s, services 2 s, quality 10 s, GEX 3 s, symbols 30 s,
+   bars 30 s, and the WebSocket for one symbol's trades and quotes, conflated to 250 ms).
 2. The access log: API-only servers (no feed) under the same load, in three variants
    run in alternation: observation removed, metrics with the log off, metrics + the file
    log (the default). The route is cheap, so the relative cost is the worst case.
@@ -114,27 +114,35 @@ async def emulate_page(base: str, token: str, seconds: float) -> dict[str, float
     schedule = [
         (1.5, ["/api/v1/status"], False),
         (2.0, ["/api/v1/dashboard/services"], False),
-        (5.0, ["/api/v1/quality/gaps?limit=10", "/api/v1/quality/quarantine?limit=10"], True),
+        (10.0, ["/api/v1/quality/gaps?limit=10", "/api/v1/quality/quarantine?limit=10"], True),
         (3.0, ["/api/v1/gex/SPY"], True),
         (30.0, ["/api/v1/dashboard/symbols"], True),
-        (60.0, [bars], True),
+        (30.0, [bars], True),
     ]
-    counts = {"requests": 0.0, "ws_events": 0.0, "ws_bytes": 0.0}
+    counts = {"requests": 0.0, "request_s": 0.0, "ws_events": 0.0, "ws_bytes": 0.0}
     end = time.monotonic() + seconds
+    subscribed = asyncio.Event()
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
 
         async def poll(every: float, paths: list[str], needs_key: bool) -> None:
+            await subscribed.wait()
             while time.monotonic() < end:
                 for path in paths:
+                    started = time.perf_counter()
                     await client.get(path, headers=auth if needs_key else None)
+                    counts["request_s"] += time.perf_counter() - started
                     counts["requests"] += 1
                 await asyncio.sleep(max(0.0, min(every, end - time.monotonic())))
 
         async def stream() -> None:
             url = base.replace("http", "ws") + "/api/v1/stream?symbols=SPY&types=trade,quote"
+            url += "&conflate=250"  # as the page asks
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(seconds):
                     async with websockets.connect(f"{url}&token={token}", max_size=None) as ws:
+                        await ws.recv()  # subscribed: from here on the page is open
+                        print("ready", flush=True)
+                        subscribed.set()
                         async for message in ws:
                             counts["ws_bytes"] += len(message)
                             data = json.loads(message)
@@ -168,12 +176,12 @@ def page_cost(args: argparse.Namespace) -> None:
                 without.append(
                     asyncio.run(throughput(port, token, args.clients, args.seconds, REALTIME))
                 )
-                page = page_process(base, token, args.seconds + 1.5)
-                time.sleep(1.0)  # the page has connected and made its first requests
+                page = page_process(base, token, args.seconds + 3)
+                assert page.stdout is not None and page.stdout.readline() == b"ready\n"
                 with_page.append(
                     asyncio.run(throughput(port, token, args.clients, args.seconds, REALTIME))
                 )
-                out, _ = page.communicate(timeout=60)
+                out, _ = page.communicate(timeout=120)
                 page_rates.append(json.loads(out))
             a, b = statistics.median(without), statistics.median(with_page)
             paired = statistics.median(y / x for x, y in zip(without, with_page, strict=True))
@@ -190,8 +198,9 @@ def page_cost(args: argparse.Namespace) -> None:
             )
             r = {k: statistics.median(p[k] for p in page_rates) for k in page_rates[0]}
             print(
-                f"   the page: {r['requests']:.2f} HTTP req/s, WebSocket {r['ws_events']:,.0f} events/s "
-                f"({r['ws_bytes'] / 1e6:.2f} MB/s) for SPY trades+quotes"
+                f"   the page: {r['requests']:.2f} HTTP req/s (each {1000 * r['request_s'] / r['requests']:.1f} "
+                f"ms under this load), WebSocket {r['ws_events']:,.1f} events/s "
+                f"({r['ws_bytes'] / 1e3:,.1f} kB/s) for SPY"
             )
             if args.browser:
                 browser_smoothness(base, token)
@@ -211,6 +220,7 @@ def browser_smoothness(base: str, token: str) -> None:
         page.wait_for_function(
             "() => Number(document.querySelector('#price-chart').dataset.candles) > 0"
         )
+        page.wait_for_function("() => document.querySelector('#stream-rate').textContent !== ''")
         result = page.evaluate(
             """() => new Promise((resolve) => {
                 const frames = []; const longTasks = [];

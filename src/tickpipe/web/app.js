@@ -1,6 +1,6 @@
 // tickpipe dashboard. Polls public status every STATUS_MS; with an API key (local storage)
-// also samples one symbol over the WebSocket (in a worker), the last hour of 1-minute
-// bars, quality records and GEX. Every poll waits for the previous one (no pile-up) and
+// also samples one symbol over the WebSocket (conflated by the server, read in a worker),
+// the last hour of 1-minute bars, quality records and GEX. Every poll waits for the previous one (no pile-up) and
 // pauses while the tab is hidden. The DOM is updated in place, keyed by source name, so
 // new feeds appear as rows with no page change.
 
@@ -8,9 +8,10 @@ import { drawCandles, drawGexBars, drawGexProfile, drawSparkline, fmtUsd } from 
 
 const STATUS_MS = 1500;
 const SERVICES_MS = 2000;
-const QUALITY_MS = 5000;
+const QUALITY_MS = 10_000;
 const GEX_MS = 3000;
-const BARS_MS = 60_000;
+const BARS_MS = 30_000;
+const CONFLATE_MS = 250;
 const SYMBOLS_MS = 30_000;
 const SPARK_POINTS = 60;
 const HOUR_MS = 3_600_000;
@@ -397,7 +398,12 @@ async function pollSymbols() {
 function streamUrl(symbol) {
   // The one place the key travels in a URL: browsers cannot set WebSocket headers.
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const query = new URLSearchParams({ symbols: symbol, types: "trade,quote", token: state.key });
+  // conflate: the server sends at most one frame per CONFLATE_MS with the latest trade and
+  // quote, so the page samples the symbol however busy it is; candles stay exact through
+  // the bars API, refetched every BARS_MS.
+  const query = new URLSearchParams({
+    symbols: symbol, types: "trade,quote", conflate: String(CONFLATE_MS), token: state.key,
+  });
   return `${scheme}://${location.host}/api/v1/stream?${query}`;
 }
 

@@ -1,7 +1,8 @@
 // The dashboard's WebSocket, in a worker so the page's main thread never parses events.
-// At 50 k events/s one symbol's trades and quotes can be thousands a second: this worker
-// reads them all, keeps only what the page shows (the latest quote, the last trades, the
-// 1-minute candles they touched) and posts a summary at most SNAPSHOT_MS apart.
+// The page asks the server to conflate (latest trade and quote per frame, 4 frames a
+// second), so a busy symbol costs the API and the page little; whatever arrives is read
+// here, and the page gets a summary (latest quote, last trades, the 1-minute candles they
+// touched) at most SNAPSHOT_MS apart.
 
 const SNAPSHOT_MS = 250;
 const TRADES_KEPT = 15;
