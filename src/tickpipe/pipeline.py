@@ -328,6 +328,7 @@ def api_context(pipeline: Pipeline) -> ApiContext:
         bus=pipeline.bus,
         status=pipeline.status,
         restart_source=pipeline.supervisor.restart,
+        stop_source=pipeline.supervisor.stop,
         ready=pipeline.ready.is_set,
         gex=gex,
     )

@@ -116,6 +116,8 @@ class LiveContext:
         if state.status is not SourceStatus.RUNNING:
             state.status = SourceStatus.RUNNING
             state.next_retry_ns = None
+            if state.phase == "starting":  # a source that names no phases of its own
+                state.phase = "streaming"
         gaps = None
         if rows:
             state.events += rows
