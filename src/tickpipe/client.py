@@ -2,13 +2,15 @@
 
     from tickpipe.client import TickClient
     tp = TickClient("http://127.0.0.1:8877", api_key="tp_...")
-    bars = tp.bars("SPY", "2026-11-26T14:30:00Z", "2026-11-26T21:00:00Z", interval="1m")
-    ticks = tp.historical("SPY", start, end)          # Arrow under the hood
-    ticks.to_pandas()                                  # if you prefer pandas
-    async for event in tp.stream("SPY,QQQ"): ...       # live, as accepted
+    bars = tp.bars("SPY", "now-1h", "now", interval="1m")   # Polars DataFrame
+    ticks = tp.historical("SPY", "today", "now")            # Arrow under the hood
+    ticks.to_pandas()                                        # if you prefer pandas
+    async for event in tp.stream("SPY,QQQ"): ...             # live, as accepted
 
-Times are ISO-8601 strings, ``datetime`` objects or int nanoseconds since the epoch.
-Errors raise ``TickClientError`` with the server's code and message.
+Times are ISO-8601 strings, dates, ``datetime`` objects, int nanoseconds since the epoch,
+or relative strings the server resolves: ``now``, ``today`` (midnight UTC), either with an
+offset (``now-15m``, ``today-1d``). Errors raise ``TickClientError`` with the server's code
+and message (``status`` 503 ``hot_store_unavailable``: Redis is down, retry shortly).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -89,7 +92,9 @@ class TickClient:
     def realtime(
         self, symbols: str | Iterable[str], limit: int = 100, types: str | None = None
     ) -> pl.DataFrame:
-        """The latest ``limit`` events per symbol and type, from the hot store."""
+        """The latest ``limit`` events *per symbol and per type*, from the hot store: with
+        the default types (trade and quote), ``limit=50`` returns up to 100 rows per symbol.
+        Pass ``types="trade"`` for one type."""
         return self._json_frame(
             "/api/v1/ticks/realtime", {"symbols": _symbols(symbols), "limit": limit, "types": types}
         )
@@ -141,11 +146,16 @@ class TickClient:
         )
 
     async def stream(
-        self, symbols: str | Iterable[str], types: str | None = None
+        self, symbols: str | Iterable[str], types: str | None = None, *, conflate_ms: int = 0
     ) -> AsyncIterator[dict[str, Any]]:
-        """Live events, one dict each, as the pipeline accepts them."""
+        """Live events, one dict each, as the pipeline accepts them. ``conflate_ms`` (10 to
+        60,000) asks for at most one batch per interval holding only the latest event per
+        symbol and type (dashboards, slow links). A client that stops reading is dropped by
+        the server: this raises ``TickClientError`` with code ``slow_consumer``."""
         ws_url = self.base_url.replace("http://", "ws://").replace("https://", "wss://")
-        query = f"symbols={_symbols(symbols)}" + (f"&types={types}" if types else "")
+        query = f"symbols={quote(_symbols(symbols), safe=',$/')}"
+        query += f"&types={types}" if types else ""
+        query += f"&conflate={conflate_ms}" if conflate_ms else ""
         headers = {"Authorization": f"Bearer {self._key}"}
         async with websockets.connect(
             f"{ws_url}/api/v1/stream?{query}", additional_headers=headers

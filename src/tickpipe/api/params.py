@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
+import re
+import time
 
 import orjson
 
@@ -49,12 +51,24 @@ def quote(value: str) -> str:
     return f"{value[:QUOTE_CHARS]!r}… ({len(value):,} characters)"
 
 
+_RELATIVE = re.compile(r"^(now|today)(?:([+-])(\d{1,9})([smhd]))?$")
+_UNIT_NS = {"s": NS, "m": 60 * NS, "h": 3600 * NS, "d": 86_400 * NS}
+
+
 def parse_time(value: str, name: str) -> int:
     """ISO-8601 (``2026-11-26T14:30:00Z``, offsets allowed, naive means UTC), a date
-    (``2026-11-26``, midnight UTC), or integer nanoseconds since the Unix epoch; between
-    1970-01-01 and 2262-04-11 (what int64 nanoseconds hold)."""
+    (``2026-11-26``, midnight UTC), integer nanoseconds since the Unix epoch, or relative:
+    ``now``, ``today`` (midnight UTC), either with an offset (``now-15m``, ``today-1d``;
+    units s, m, h, d). Between 1970-01-01 and 2262-04-11 (what int64 nanoseconds hold)."""
     text = value.strip()
-    if text.lstrip("-").isdigit():
+    relative = _RELATIVE.match(text.lower())
+    if relative:
+        now = time.time_ns()
+        ns = now - now % _UNIT_NS["d"] if relative[1] == "today" else now
+        if relative[2]:
+            offset = int(relative[3]) * _UNIT_NS[relative[4]]
+            ns += offset if relative[2] == "+" else -offset
+    elif text.lstrip("-").isdigit():
         if len(text) > 20:
             _out_of_range(name, value)
         ns = int(text)
@@ -71,7 +85,8 @@ def parse_time(value: str, name: str) -> int:
         except (ValueError, OverflowError):
             raise QueryError(
                 f"{name}={quote(value)} is not a time: use ISO-8601 (2026-11-26T14:30:00Z), "
-                "a date (2026-11-26) or integer nanoseconds",
+                "a date (2026-11-26), integer nanoseconds, or now / today with an offset "
+                "(now-15m)",
                 code="bad_time",
             ) from None
         ns = (delta.days * 86_400 + delta.seconds) * NS + delta.microseconds * 1000
