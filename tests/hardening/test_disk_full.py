@@ -123,6 +123,7 @@ def test_a_full_disk_pauses_ingest_and_loses_nothing(tmpfs: Path, tmp_path: Path
     assert text.count("journal refuses writes") == 1, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
     counts = lake_counts(data)
+    print(f"acknowledged {final['accepted']}; in the lake (rows, distinct) {counts}")
     for dataset, accepted in final["accepted"].items():
         assert counts[dataset] == (accepted, accepted), dataset  # all of it, once
     assert not (data / "journal" / "corrupt").exists()
