@@ -52,6 +52,10 @@ class JournalStats(BaseModel):
     blocked_since: float | None = Field(
         None, description="epoch seconds since which the journal refuses writes (disk full)"
     )
+    append_errors: int = 0
+    close_errors: int = 0
+    corrupt_segments: int = Field(0, description="segments with invalid batches, salvaged")
+    corrupt_batches: int = Field(0, description="invalid batches moved to journal/corrupt/")
 
 
 class LakeStats(BaseModel):
@@ -62,6 +66,11 @@ class LakeStats(BaseModel):
     segments_flushed: int
     compacted_files: int
     compacted_files_deleted: int
+    errors: int = 0
+    last_error: str | None = None
+    blocked_since: float | None = Field(
+        None, description="epoch seconds since which flushing to the lake fails"
+    )
 
 
 class Services(BaseModel):
@@ -71,6 +80,7 @@ class Services(BaseModel):
     lake: LakeStats
     bus_subscribers: int
     bus_published: int
+    bus_publish_failures: int = 0
     bus_dropped: int
     hub_queue: int
 

@@ -13,7 +13,7 @@ from tickpipe.errors import ConfigError
 def lock_data_dir(data_dir: Path, what: str) -> TextIO:
     """Hold ``data_dir/ingest.lock`` for the life of the process (a second writer would close
     the first one's open journal segments under it); the lock dies with the process."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # keys, tokens and data: ours only
     path = data_dir / "ingest.lock"
     handle = open(path, "a+")  # noqa: SIM115 - held for the life of the process
     try:
