@@ -2,7 +2,7 @@
 """The Schwab streamer alone, into Redis pub/sub (the trading bus) and the lake;
 ``--dry-run`` checks the settings, Redis and a token refresh without opening the websocket.
 
-Same as ``tickpipe schwab stream``; see docs/feeds/schwab.md.
+Same as ``tickpipe schwab stream``; see the README, Schwab.
 """
 
 import sys

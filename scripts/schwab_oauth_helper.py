@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Log in to Schwab once (browser, OAuth2 with PKCE) and save the refresh token to .env.
 
-Same as ``tickpipe schwab oauth``; see docs/feeds/schwab.md.
+Same as ``tickpipe schwab oauth``; see the README, Schwab.
 """
 
 import sys

@@ -2,7 +2,7 @@
 """Keep data/schwab_tokens.json and .env fresh:
 ``--access-interval-minutes 25 --refresh-interval-days 6``.
 
-Same as ``tickpipe schwab rotate``; see docs/feeds/schwab.md.
+Same as ``tickpipe schwab rotate``; see the README, Schwab.
 """
 
 import sys

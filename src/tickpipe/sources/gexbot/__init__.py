@@ -1,6 +1,6 @@
 """gexbot source: gamma-exposure levels polled from gexbot's REST API (gexbot.com, NFA).
 
-Protocol (``docs/feeds/gexbot.md``; fact sheet ``shared/protocols/gexbot.md``): ``GET
+Protocol (the README, gexbot; fact sheet ``shared/protocols/gexbot.md``): ``GET
 {GEXBOT_API_BASE_URL}/{ticker}/classic/{full|zero|one}[/majors|/maxchange]`` with
 ``Authorization: Bearer gexbot_custom_...``, ``User-Agent`` and ``Accept`` (v2), or the
 key as ``?key=`` (legacy v1, ``GEXBOT_API_STYLE=v1``). A sample answer is in ``parse.py``.

@@ -4,7 +4,7 @@ Modules: ``session`` (OAuth refresh-token grant, quote token, REST lookups), ``d
 (the websocket protocol), ``parse`` (FEED_DATA, pure), ``decoder`` (events to tickpipe
 batches), ``batches`` (Arrow batches, seq numbering), ``indexed`` (snapshot flags),
 ``options`` (OptionQuote merge), ``symbols`` (DXLink <-> canonical), ``plan`` (settings to
-subscriptions), ``feed`` (the source). The user's guide is docs/feeds/tastytrade.md.
+subscriptions), ``feed`` (the source). The user's guide is the README (tastytrade).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def build(settings: Settings, clock: Clock) -> list[Source]:
     if missing:
         raise ConfigError(
             f"TASTYTRADE_ENABLED=true needs {' and '.join(missing)} "
-            "(docs/feeds/tastytrade.md says how to get them)"
+            "(the README (tastytrade) says how to get them)"
         )
     if not settings.tastytrade_symbols and not settings.tastytrade_chain_symbols:
         raise ConfigError(
