@@ -13,6 +13,8 @@ TickpipeError
 
 from __future__ import annotations
 
+import asyncio
+
 
 class TickpipeError(Exception):
     """Base of every error tickpipe raises on purpose."""
@@ -62,3 +64,26 @@ class SymbolError(QueryError, ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, code="bad_symbol")
+
+
+def first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that decides what happens to a source whose task group failed: a
+    ConfigError first (it must stop the source, not be retried), else the first leaf that is
+    not a cancellation."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for exc in leaves:
+        if isinstance(exc, ConfigError):
+            return exc
+    for exc in leaves:
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return TransportError("every task of the connection was cancelled")

@@ -317,3 +317,38 @@ async def test_a_restart_of_a_busy_source_never_loses_a_delivery() -> None:
     await sup.contexts["busy"].settled()
     assert sup.states["busy"].restarts >= 40
     assert len(intake.batches) == sup.states["busy"].batches
+
+
+class GroupedRevocation:
+    """A source whose helpers run in its own TaskGroup: the group's ConfigError still stops it."""
+
+    name = "grouped"
+    policy = FAST
+
+    def __init__(self) -> None:
+        self.tried: asyncio.Queue[int] = asyncio.Queue()
+
+    async def run(self, ctx: SourceContext) -> None:
+        self.tried.put_nowait(1)
+
+        async def keepalive() -> None:
+            await asyncio.Event().wait()
+
+        async def login() -> None:
+            raise ConfigError("TOKEN is revoked")
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(keepalive())
+            tasks.create_task(login())
+
+
+async def test_a_settings_error_inside_the_source_s_task_group_still_stops_it() -> None:
+    source = GroupedRevocation()
+    sup = supervisor([source], Recorder())
+    task = asyncio.create_task(sup.run())
+    await asyncio.wait_for(source.tried.get(), 5)
+    for _ in range(50):
+        await asyncio.sleep(0.002)
+    assert source.tried.empty() and sup.states["grouped"].status is SourceStatus.FAILED
+    assert sup.states["grouped"].last_error == "TOKEN is revoked"
+    await stopped(task)

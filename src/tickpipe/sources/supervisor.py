@@ -18,7 +18,7 @@ import logging
 import random
 
 from tickpipe.clock import NS_PER_SECOND, Clock
-from tickpipe.errors import ConfigError, ParseError, TransportError
+from tickpipe.errors import ConfigError, ParseError, TransportError, first_cause
 from tickpipe.sources.base import Source, SourceState, SourceStatus
 from tickpipe.sources.context import ContextFactory, LiveContext
 from tickpipe.status import LatencyMs, SourceStats
@@ -133,7 +133,10 @@ class Supervisor:
         try:
             async with deadline:
                 ctx.attach_deadline(deadline, idle)
-                await source.run(ctx)
+                try:
+                    await source.run(ctx)
+                except BaseExceptionGroup as group:  # a source's own TaskGroup failed
+                    raise first_cause(group) from group
         except ConfigError as exc:
             ctx.attach_deadline(None, None)
             self._failed(state, exc)

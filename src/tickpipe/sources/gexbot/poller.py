@@ -177,12 +177,9 @@ class GexbotSource:
         ) as client:
             ctx.phase("polling")
             self._publish(ctx)
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for ticker in self.tickers:
-                        group.create_task(self._poll_ticker(client, ctx, ticker))
-            except BaseExceptionGroup as failed:
-                raise _first_cause(failed) from None
+            async with asyncio.TaskGroup() as group:  # the supervisor unwraps a failure
+                for ticker in self.tickers:
+                    group.create_task(self._poll_ticker(client, ctx, ticker))
 
     def _resume(self, ctx: SourceContext) -> None:
         """Continue each symbol's seq, and skip answers already stored by the last run."""
@@ -334,25 +331,6 @@ class GexbotSource:
             },
             pairs={pair.key: pair.status(now) for pair in self.pairs.values()},
         )
-
-
-def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that ended the ticker tasks: a settings error first (it must stop the
-    source, not be retried), else the first one raised."""
-    flat: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            flat.append(exc)
-
-    walk(group)
-    for exc in flat:
-        if isinstance(exc, ConfigError):
-            return exc
-    return flat[0]
 
 
 def _iso(ns: int) -> str:

@@ -25,7 +25,6 @@ import collections
 import dataclasses
 import datetime as dt
 import logging
-from typing import Any
 
 import httpx
 import orjson
@@ -166,8 +165,6 @@ class SchwabStreamer:
                     tasks.create_task(self._keep_tokens(ctx), name="schwab-tokens")
                     await self._subscribe(session, ctx)
                     ctx.phase("streaming")
-        except BaseExceptionGroup as group:
-            raise _first(group) from None
         except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
             raise TransportError(f"cannot open {info.url}: {exc!r}", source=SOURCE) from exc
 
@@ -304,24 +301,3 @@ class SchwabStreamer:
 def _describe(response: Response) -> str:
     name = RESPONSE_NAMES.get(response.code, "UNKNOWN")
     return f"code {response.code} {name} ({response.msg})"
-
-
-def _first(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The exception that ended a task group: a ConfigError first (it stops the source)."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for exc in leaves:
-        if isinstance(exc, ConfigError):
-            return exc
-    for exc in leaves:
-        if not isinstance(exc, asyncio.CancelledError):
-            return exc
-    return leaves[0]

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from tickpipe.clock import Clock
 from tickpipe.config import Settings
-from tickpipe.errors import ConfigError, ParseError, TransportError
+from tickpipe.errors import ConfigError, ParseError, TransportError, first_cause
 from tickpipe.sources.base import SourceContext
 from tickpipe.sources.registry import default_policy
 from tickpipe.sources.sierra import dtc_messages as m
@@ -165,8 +165,8 @@ class DtcClient:
                     ctx.phase("subscribed")
                     await ctx.emit({})  # running, before the first tick arrives
                     await self._stream(conn, ctx)
-            except ExceptionGroup as group:
-                raise _first(group) from None  # the supervisor decides on the error itself
+            except BaseExceptionGroup as group:  # the cause itself, as a direct caller expects
+                raise first_cause(group) from None
         finally:
             writer.close()
 
@@ -320,9 +320,3 @@ class DtcClient:
                 )
             )
             log.warning("Sierra Chart DTC refused market data: %s", listed)
-
-
-def _first(group: BaseException) -> BaseException:
-    while isinstance(group, BaseExceptionGroup):
-        group = group.exceptions[0]
-    return group

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 import orjson
@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.config import Settings
-from tickpipe.errors import ConfigError, TransportError
+from tickpipe.errors import ConfigError, TransportError, first_cause
 from tickpipe.events import Kind
 from tickpipe.sources.base import SourceContext
 from tickpipe.sources.registry import default_policy
@@ -147,8 +147,8 @@ class TastytradeFeed:
                 tasks.create_task(self._renew(http, link))
                 tasks.create_task(self._report(ctx))
                 await link.read_forever()
-        except BaseExceptionGroup as group:
-            _raise_first(group)
+        except BaseExceptionGroup as group:  # the leaf, so a close code reaches _closed
+            raise first_cause(group) from None
 
     async def _on_feed(self, ctx: SourceContext, message: dict[str, Any], raw: str | bytes) -> None:
         out = self.decoder.feed_data(message.get("data"), self._clock.now_ns())
@@ -267,19 +267,3 @@ class TastytradeFeed:
             )
         reason = exc.rcvd.reason if exc.rcvd is not None else ""
         return TransportError(f"DXLink connection closed ({code} {reason})".strip())
-
-
-def _raise_first(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """The error that ended the attempt, unwrapped (a ConfigError must stay one)."""
-    errors = list(_leaves(group))
-    for error in errors:
-        if isinstance(error, ConfigError):
-            raise error
-    raise errors[0]
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for error in group.exceptions:
-        out += _leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
-    return out
