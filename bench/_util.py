@@ -80,3 +80,39 @@ class RawHttp:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def figure(
+    name: str,
+    value: float | None,
+    unit: str,
+    *,
+    baseline: float | None = None,
+    baseline_name: str = "",
+    ratio: float | None = None,
+    target: str = "",
+    samples: int | None = None,
+    limits: str = "",
+) -> dict[str, object]:
+    """One row of the benchmark table: a figure beside its same-run baseline."""
+    if ratio is None and value is not None and baseline:
+        ratio = value / baseline
+    return {
+        "figure": name,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_name": baseline_name,
+        "ratio": ratio,
+        "target": target,
+        "samples": samples,
+        "limits": limits,
+    }
+
+
+def write_json(path: str | None, figures: list[dict[str, object]], **extra: object) -> None:
+    if path:
+        import json
+
+        with open(path, "w") as f:
+            json.dump({"figures": figures, **extra}, f, indent=1, default=str)

@@ -1,11 +1,18 @@
-"""Ingest throughput: simulator -> quality -> hub -> journal (fsync) -> lake, end to end.
+"""Ingest throughput: simulator -> quality -> hub -> journal (fsync) -> hot store, bus, GEX.
 
-Prints events/s for the whole chain (until the last event is in Parquet), the simulator
-alone as the baseline in the same process (the ratio says what the pipeline costs), and
-the lake's bytes per event by kind. Runs in memory mode, then in Redis mode when
-redis-server is installed.
+Two shapes of delivery, each beside the simulator alone (the baseline), measured in this
+process right before and right after the pipeline (the two show the machine's drift):
 
-    python bench/ingest.py [--events 5000000] [--batch 65536]
+  - live-feed-sized deliveries of 1, 10 and 100 events (what a websocket frame carries):
+    events *accepted* (journaled and fsync'd) per second over a ``--window`` after a
+    warm-up, so start-up and the final flush are not in the rate;
+  - bulk deliveries of 65,536 events (what an importer hands over): the same steady
+    window, and once end to end for ``--events`` (start, ingest, and the final flush until
+    the last event is in Parquet), which shows the fixed costs a short run pays.
+
+Memory mode, then Redis mode when redis-server is installed.
+
+    python bench/ingest.py [--window 10] [--events 5000000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,89 +23,167 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import pyarrow.parquet as pq
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import redis_server
+from _util import figure, redis_server, write_json
 
 from tickpipe.clock import NS_PER_SECOND, SystemClock
 from tickpipe.config import Settings
 from tickpipe.pipeline import Pipeline
 from tickpipe.sources.simulator import Simulator
-from tickpipe.store import layout
+
+SIZES = (1, 10, 100, 65_536)
+MARKET_RATE = 1_000_000
+"""events per second of market time: deliveries of n events cover n µs"""
 
 
-def bench_settings(data: Path, events: int, batch: int, redis_url: str | None) -> Settings:
+def bench_settings(data: Path, batch: int, max_events: int, redis_url: str | None) -> Settings:
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         data_dir=data,
         redis_url=redis_url,
         simulator_seed=1,
         simulator_realtime=False,
-        simulator_rate=1_000_000,
+        simulator_rate=MARKET_RATE,
         simulator_batch_size=batch,
-        simulator_max_events=events,
+        simulator_max_events=max_events,
         simulator_start_ns=SystemClock().now_ns() - 3600 * NS_PER_SECOND,
         journal_segment_seconds=0.5,
     )
 
 
-def baseline(settings: Settings) -> float:
+def baseline(settings: Settings, seconds: float) -> tuple[float, int]:
+    """The simulator alone making deliveries of the same size: events/s and samples."""
     sim = Simulator(settings, SystemClock())
     n = settings.simulator_batch_size
+    duration = max(int(n / MARKET_RATE * NS_PER_SECOND), 1000)
+    made = 0
     started = time.perf_counter()
-    while sim.emitted < settings.simulator_max_events:
-        sim.step(n, int(n / settings.simulator_rate * NS_PER_SECOND))
-    return sim.emitted / (time.perf_counter() - started)
+    deadline = started + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(max(1, 1000 // n)):
+            made += sum(b.num_rows for b in sim.step(n, duration).values())
+    return made / (time.perf_counter() - started), made
 
 
-async def run_pipeline(settings: Settings) -> tuple[float, int]:
+async def steady(settings: Settings, warmup: float, window: float) -> dict[str, Any]:
+    """Accepted events/s over ``window`` seconds of a running pipeline."""
+    pipeline = Pipeline(settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(pipeline.run(stop))
+    await pipeline.ready.wait()
+    await asyncio.sleep(warmup)
+    accepted0, emitted0 = sum(pipeline.hub.accepted.values()), _emitted(pipeline)
+    started = time.perf_counter()
+    await asyncio.sleep(window)
+    elapsed = time.perf_counter() - started
+    accepted = sum(pipeline.hub.accepted.values()) - accepted0
+    emitted = _emitted(pipeline) - emitted0
+    stop.set()
+    await task
+    return {"accepted_per_s": accepted / elapsed, "accepted": accepted, "emitted": emitted}
+
+
+def _emitted(pipeline: Pipeline) -> int:
+    return pipeline.supervisor.states["simulator"].events
+
+
+async def end_to_end(settings: Settings) -> dict[str, Any]:
     pipeline = Pipeline(settings)
     stop = asyncio.Event()
     started = time.perf_counter()
     task = asyncio.create_task(pipeline.run(stop))
+    await pipeline.ready.wait()
+    ready_s = time.perf_counter() - started
     await pipeline.sources_done.wait()
+    ingested_s = time.perf_counter() - started
     stop.set()
     await task  # the final flush: every accepted event is in Parquet when this returns
     elapsed = time.perf_counter() - started
-    return pipeline.supervisor.states["simulator"].events / elapsed, sum(
-        pipeline.hub.accepted.values()
-    )
-
-
-def lake_report(data: Path) -> str:
-    lines = []
-    for kind in ("trade", "quote", "book", "option"):
-        files = layout.lake_files(data / "lake", kind)
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        size = sum(f.stat().st_size for f in files)
-        if rows:
-            lines.append(
-                f"    {kind:<7} {rows:>9,} rows  {size / rows:5.2f} bytes/event  ({len(files)} files)"
-            )
-    return "\n".join(lines)
+    accepted = sum(pipeline.hub.accepted.values())
+    return {
+        "accepted_per_s": accepted / elapsed,
+        "accepted": accepted,
+        "ready_s": ready_s,
+        "final_flush_s": elapsed - ingested_s,
+        "elapsed_s": elapsed,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=5_000_000)
-    parser.add_argument("--batch", type=int, default=65_536)
+    parser.add_argument("--window", type=float, default=10.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--baseline-s", type=float, default=2.0)
+    parser.add_argument("--events", type=int, default=5_000_000, help="end-to-end run")
+    parser.add_argument("--json")
     args = parser.parse_args()
+    figures: list[dict[str, object]] = []
+    raw: dict[str, Any] = {}
     with redis_server() as url:
         for mode, redis_url in (("memory", None), ("redis", url)):
             if mode == "redis" and redis_url is None:
                 print("redis: skipped (redis-server not installed)")
                 continue
-            data = Path(tempfile.mkdtemp(prefix=f"tickpipe-bench-{mode}-"))
-            settings = bench_settings(data, args.events, args.batch, redis_url)
-            base = baseline(settings)
-            rate, accepted = asyncio.run(run_pipeline(settings))
+            for size in SIZES:
+                data = Path(tempfile.mkdtemp(prefix=f"tickpipe-ingest-{mode}-"))
+                settings = bench_settings(data, size, 0, redis_url)
+                before, n_before = baseline(settings, args.baseline_s)
+                result = asyncio.run(steady(settings, args.warmup, args.window))
+                after, n_after = baseline(settings, args.baseline_s)
+                base = (before + after) / 2
+                rate = result["accepted_per_s"]
+                print(
+                    f"{mode}, {size:>6,} events/delivery: {rate:>11,.0f} accepted/s "
+                    f"({result['accepted']:,} in {args.window:g} s; "
+                    f"{rate / size:,.0f} deliveries/s); simulator alone {before:,.0f} / "
+                    f"{after:,.0f} before/after; ratio {rate / base:.3f}",
+                    flush=True,
+                )
+                raw[f"{mode}-{size}"] = {**result, "baseline": [before, after]}
+                figures.append(
+                    figure(
+                        f"ingest {mode}, {size:,} events/delivery, accepted/s",
+                        rate,
+                        "events/s",
+                        baseline=base,
+                        baseline_name="simulator alone, same delivery size, same process",
+                        target="≥ 1 M/s" if size > 1000 and mode == "memory" else "",
+                        samples=result["accepted"],
+                        limits=(
+                            f"{rate / size:,.0f} deliveries/s, one journal group commit "
+                            f"(fsync) per hub batch; simulator {n_before + n_after:,} events "
+                            "for the baseline"
+                        ),
+                    )
+                )
+            data = Path(tempfile.mkdtemp(prefix=f"tickpipe-ingest-{mode}-e2e-"))
+            settings = bench_settings(data, 65_536, args.events, redis_url)
+            base, _ = baseline(settings, args.baseline_s)
+            e2e = asyncio.run(end_to_end(settings))
             print(
-                f"{mode}: {rate:,.0f} events/s end to end ({accepted:,} accepted of {args.events:,}); "
-                f"simulator alone {base:,.0f} events/s; pipeline/baseline = {rate / base:.2f}"
+                f"{mode}, end to end {args.events:,} events in 65,536-event deliveries: "
+                f"{e2e['accepted_per_s']:,.0f} accepted/s ({e2e['elapsed_s']:.2f} s, of which "
+                f"start {e2e['ready_s']:.2f} s and the final flush {e2e['final_flush_s']:.2f} s)",
+                flush=True,
             )
-            print(lake_report(data))
+            raw[f"{mode}-e2e"] = e2e
+            figures.append(
+                figure(
+                    f"ingest {mode}, end to end {args.events / 1e6:g} M events",
+                    e2e["accepted_per_s"],
+                    "events/s",
+                    baseline=base,
+                    baseline_name="simulator alone, same process",
+                    samples=e2e["accepted"],
+                    limits=(
+                        f"includes start {e2e['ready_s']:.2f} s and final flush "
+                        f"{e2e['final_flush_s']:.2f} s"
+                    ),
+                )
+            )
+    write_json(args.json, figures, raw=raw)
 
 
 if __name__ == "__main__":

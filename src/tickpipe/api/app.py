@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+import orjson
+from fastapi import FastAPI, Request
+from starlette.responses import Response
 
 from tickpipe import __version__
 from tickpipe.api import errors, observe
 from tickpipe.api.context import ApiContext
+from tickpipe.api.hotpath import HotApp
 from tickpipe.api.responses import OrjsonResponse, degraded_reasons, install_openapi
 from tickpipe.api.routes import admin, dashboard, gex, metrics, quality, stream, ticks
 from tickpipe.status import Status
@@ -26,6 +30,39 @@ Unix epoch (UTC), with an ISO-8601 `time` beside them.
 """
 
 
+HEALTH_VERDICT_TTL_S = 0.1
+"""how long /health reuses its degraded verdict: building the pipeline's status costs
+~50 us, more than the rest of the request; readiness is read on every request"""
+
+
+class Health:
+    """The liveness answer; the verdict from the status is recomputed at most every
+    ``HEALTH_VERDICT_TTL_S``."""
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self._reasons: list[str] = []
+        self._until = 0.0
+
+    def payload(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if now >= self._until:
+            try:
+                self._reasons = degraded_reasons(self.ctx.status())
+            except Exception as exc:  # the verdict must not take liveness down with it
+                self._reasons = [f"status unavailable: {type(exc).__name__}"]
+            self._until = now + HEALTH_VERDICT_TTL_S
+        reasons = self._reasons
+        return {
+            "status": "degraded" if reasons else "ok",
+            "ready": self.ctx.ready(),
+            "reasons": reasons,
+        }
+
+    async def hot(self, request: Request) -> Response:
+        return Response(orjson.dumps(self.payload()), media_type="application/json")
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -35,7 +72,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             for task in tasks:
                 task.cancel()
 
-    app = FastAPI(
+    app = HotApp(
         lifespan=lifespan,
         title="tickpipe",
         version=__version__,
@@ -44,19 +81,19 @@ def create_app(ctx: ApiContext) -> FastAPI:
         docs_url="/docs",
     )
     app.state.ctx = ctx
+    app.state.realtime = ticks.Realtime(ctx)
     errors.install(app)
     observe.install(app, ctx)
+
+    health_answer = Health(ctx)
 
     @app.get("/api/v1/health", tags=["status"])
     async def health() -> dict[str, Any]:
         """Liveness: answers as soon as the server runs; ``ready`` once recovery is done.
         ``status`` is ``degraded`` with one sentence per ``reasons`` while something is
-        failing (journal refusing writes, lake flush, Redis, a feed); else ``ok``."""
-        try:
-            reasons = degraded_reasons(ctx.status())
-        except Exception as exc:  # the verdict must not take liveness down with it
-            reasons = [f"status unavailable: {type(exc).__name__}"]
-        return {"status": "degraded" if reasons else "ok", "ready": ctx.ready(), "reasons": reasons}
+        failing (journal refusing writes, lake flush, Redis, a feed); else ``ok``. The
+        verdict is at most 0.1 s old."""
+        return health_answer.payload()
 
     @app.get("/api/v1/status", tags=["status"], response_model=Status)
     async def status() -> dict[str, Any]:
@@ -66,6 +103,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     for module in (ticks, quality, stream, gex, admin, metrics, dashboard):
         app.include_router(module.router)
     install_openapi(app)
+    observer = app.state.observer
+    app.hot_route("/api/v1/health", health_answer.hot, observer)
+    app.hot_route("/api/v1/ticks/realtime", app.state.realtime, observer)
+    app.hot_route("/api/v1/gex/{symbol}", gex.gex, observer)
     return app
 
 

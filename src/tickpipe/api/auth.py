@@ -9,14 +9,25 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from tickpipe.api.errors import ApiError
 from tickpipe.store.keystore import RATE_LIMIT_MAX, RATE_LIMIT_MIN, ApiKey, KeyStore
+
+
+class ApiContextLike(Protocol):
+    """What key checks need of the API context (``api.context`` imports this module)."""
+
+    @property
+    def keys(self) -> KeyStore: ...
+
+    @property
+    def limiter(self) -> RateLimiter: ...
 
 
 class RateLimiter:
@@ -89,6 +100,17 @@ def authorize_request(conn: HTTPConnection, scope: str, *, query_token: bool = F
     )
     key: ApiKey = authorize(ctx.keys, ctx.limiter, token, scope)
     return key
+
+
+def authorize_scope(ctx: ApiContextLike, scope: Scope, name: str) -> ApiKey:
+    """``authorize_request`` for the hot routes: the header read from the ASGI scope
+    directly (the first ``authorization`` header, as Starlette's ``Headers.get``)."""
+    header = None
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            header = value.decode("latin-1")
+            break
+    return authorize(ctx.keys, ctx.limiter, bearer_token(header), name)
 
 
 BEARER = HTTPBearer(

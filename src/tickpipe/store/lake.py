@@ -4,8 +4,9 @@ Each segment is sorted by (symbol, ts_event), split by UTC date, and written to
 ``lake/<dataset>/date=YYYY-MM-DD/<segment>.parquet`` through a temporary file and an
 atomic rename; only after every file is in place is the segment removed. A crash at any
 point leaves either the segment (flushed again, same names: overwrite, no duplicate) or
-the files (and no segment). Timestamps and sequence numbers use delta encoding and the
-rest dictionary encoding, which is what gets a trade to a few bytes.
+the files (and no segment). Timestamps and sequence numbers use delta encoding, sums that
+are nearly all distinct plain encoding, and the rest dictionary encoding, which is what
+gets a trade to a few bytes.
 
 A full disk is a state: a failed write removes its temporary file, the segment stays in the
 journal for the next pass, and the log says so when it starts and when it ends (not every
@@ -39,7 +40,23 @@ from tickpipe.store.rollup import ROLLUP, rollup_table
 
 log = logging.getLogger(__name__)
 
-DELTA_COLUMNS = ("ts_event", "ts_recv", "seq", "start_ns", "end_ns")
+DELTA_COLUMNS = (
+    "ts_event",
+    "ts_recv",
+    "seq",
+    "start_ns",
+    "end_ns",
+    "first_ts",
+    "first_seq",
+    "last_ts",
+    "last_seq",
+)
+"""sorted or nearly sorted integers: times, sequence numbers, and the rollups' first/last
+trade keys (dictionary-encoded, those made a 6-symbol session's rollups 2.4 bytes per trade;
+delta-packed, 1.6, measured)"""
+PLAIN_COLUMNS = ("pv",)
+"""sums of price x size: nearly every value distinct, so a dictionary only adds its indices
+(0.46 -> 0.33 bytes per trade in the rollups of a 6-symbol session)"""
 ROW_GROUP_ROWS = 128 * 1024
 
 
@@ -47,8 +64,8 @@ def write_parquet(table: pa.Table, path: Path, zstd_level: int) -> None:
     """Write atomically: temp file, fsync, rename, directory fsync."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    delta = [c for c in DELTA_COLUMNS if c in table.column_names]
-    encodings = {c: "DELTA_BINARY_PACKED" for c in delta}
+    encodings = {c: "DELTA_BINARY_PACKED" for c in DELTA_COLUMNS if c in table.column_names}
+    encodings |= {c: "PLAIN" for c in PLAIN_COLUMNS if c in table.column_names}
     sorting = [
         pq.SortingColumn(table.column_names.index(c))
         for c in ("symbol", "ts_event")
@@ -61,7 +78,7 @@ def write_parquet(table: pa.Table, path: Path, zstd_level: int) -> None:
                 sink,
                 compression="zstd",
                 compression_level=zstd_level,
-                use_dictionary=[c for c in table.column_names if c not in delta],
+                use_dictionary=[c for c in table.column_names if c not in encodings],
                 column_encoding=encodings,
                 row_group_size=ROW_GROUP_ROWS,
                 sorting_columns=sorting or None,

@@ -17,7 +17,8 @@ import pyarrow.compute as pc
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from tickpipe.api.auth import authorize_request
+from tickpipe.api import observe
+from tickpipe.api.auth import authorize_request, authorize_scope
 from tickpipe.api.context import ApiContext
 from tickpipe.api.errors import ApiError
 from tickpipe.events import Kind
@@ -94,7 +95,7 @@ async def gex(request: Request) -> Response:
     basis), `strikes` (the OI ladder, `net_gex_usd_per_1pct`), `as_of`, plus gexbot's four
     majors and both net GEX figures; `age_s` is the time since gexbot computed them."""
     ctx: ApiContext = request.app.state.ctx
-    authorize_request(request, "read")
+    authorize_scope(ctx, request.scope, "read")
     query = request.query_params
     category = _choice(query.get("category"), "category", CATEGORIES)
     basis = _choice(query.get("basis"), "basis", BASES)
@@ -119,6 +120,7 @@ async def gex(request: Request) -> Response:
         )
     spot_age = (now - answer.spot_updated_ns) / NS
     ages = f'{{"chain_age_s":{chain_age:.3f},"spot_age_s":{spot_age:.3f},'.encode()
+    observe.note(request, cache="hit")
     return Response(ages + answer.body[1:], media_type="application/json")
 
 
