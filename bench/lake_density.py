@@ -8,7 +8,7 @@ small per-segment files, after compaction, per column, and with the rollups; bes
 same rows written once by ``pyarrow.parquet.write_table`` with its defaults (the baseline:
 what our encodings buy) and the worst case of a receive time per trade.
 
-    python bench/lake_density.py [--trades 2000000] [--json out.json]
+    python bench/lake_density.py [--trades 5000000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -102,7 +102,9 @@ def default_parquet(table: pa.Table) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trades", type=int, default=2_000_000)
+    parser.add_argument(
+        "--trades", type=int, default=5_000_000, help="about a real day of these six symbols"
+    )
     parser.add_argument("--segment-s", type=float, default=60.0, help="market seconds")
     parser.add_argument("--json")
     args = parser.parse_args()

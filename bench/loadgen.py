@@ -20,6 +20,7 @@ import asyncio
 import collections
 import json
 import sys
+import threading
 import time
 from typing import Any
 
@@ -105,30 +106,39 @@ async def open_loop(args: argparse.Namespace, request: bytes) -> dict[str, Any]:
     rate = args.rate
     start = time.perf_counter() + 0.05
     warm_end = start + args.warmup
-    end = warm_end + args.duration
-    sent = 0
-    overloaded = False
-    while True:
-        now = time.perf_counter()
-        due = min(int((now - start) * rate) + 1, int((end - start) * rate))
-        if sent > 0:
-            lag.append(now - (start + (sent - 1) / rate))
-        while sent < due:
-            scheduled = start + sent / rate
-            token = (scheduled, scheduled >= warm_end)
-            sent += 1
-            if idle:
-                state["outstanding"] += 1
-                idle.popleft().send(request, token)
-            else:
-                backlog.append(token)
-        state["max_backlog"] = max(state["max_backlog"], len(backlog))
-        if len(backlog) > rate * MAX_BACKLOG_S:
-            overloaded = True
-            break
-        if sent >= int((end - start) * rate):
-            break
-        await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
+    total = int((args.warmup + args.duration) * rate)
+    stop = threading.Event()
+    finished = asyncio.Event()
+
+    def fire(scheduled: float) -> None:
+        token = (scheduled, scheduled >= warm_end)
+        if idle:
+            state["outstanding"] += 1
+            idle.popleft().send(request, token)
+        else:
+            backlog.append(token)
+            state["max_backlog"] = max(state["max_backlog"], len(backlog))
+            if len(backlog) > rate * MAX_BACKLOG_S:
+                stop.set()
+
+    def schedule() -> None:
+        """The clock: a thread sleeping to each request's time (the event loop's timers
+        round to milliseconds, which would make the generator spin or send late)."""
+        for i in range(total):
+            if stop.is_set():
+                break
+            scheduled = start + i / rate
+            wait = scheduled - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            lag.append(time.perf_counter() - scheduled)
+            loop.call_soon_threadsafe(fire, scheduled)
+        loop.call_soon_threadsafe(finished.set)
+
+    clock = threading.Thread(target=schedule, daemon=True)
+    clock.start()
+    await finished.wait()
+    overloaded = stop.is_set()
     deadline = time.perf_counter() + 10
     while (backlog or state["outstanding"]) and time.perf_counter() < deadline:
         await asyncio.sleep(0.005)
@@ -137,6 +147,7 @@ async def open_loop(args: argparse.Namespace, request: bytes) -> dict[str, Any]:
         if conn.transport is not None:
             conn.transport.close()
     measured_count = int(args.duration * rate)
+    clock.join()
     return {
         "mode": "open-loop",
         "rate": rate,

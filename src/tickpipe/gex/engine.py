@@ -20,6 +20,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis.asyncio as aioredis
+from threadpoolctl import threadpool_limits
 
 from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.columnar import Grouped
@@ -133,6 +134,7 @@ class GexEngine:
         self._clock = clock
         self._redis = redis
         self._ctx: SourceContext | None = None
+        pin_numeric_threads()
         self.params = params_from(settings)
         self.books: dict[str, ChainBook] = {}
         self.spots: dict[str, tuple[float, int]] = {}
@@ -391,3 +393,15 @@ def _gamma_check(chain: Any, feed_gamma: np.ndarray, params: Params) -> dict[str
         "median_abs_diff": float(np.median(diff)),
         "max_abs_diff": float(diff.max()),
     }
+
+
+BLAS_THREADS = 1
+
+
+def pin_numeric_threads() -> None:
+    """One BLAS thread for the process. GEX's matrix product is the only BLAS work here;
+    with OpenBLAS's default of one thread per core its spinning workers fought the event
+    loop and the flusher for the two cores, and ``compute_all`` swung 24x between runs
+    (bench/gex.py measures it both ways). The limit is process-wide (OpenBLAS keeps one),
+    so it is set once, not around each recompute."""
+    threadpool_limits(limits=BLAS_THREADS, user_api="blas")
