@@ -103,7 +103,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     for module in (ticks, quality, stream, gex, admin, metrics, dashboard):
         app.include_router(module.router)
     install_openapi(app)
-    observer = app.state.observer
+    observer = getattr(app.state, "observer", None)  # bench/dashboard_cost.py runs without
     app.hot_route("/api/v1/health", health_answer.hot, observer)
     app.hot_route("/api/v1/ticks/realtime", app.state.realtime, observer)
     app.hot_route("/api/v1/gex/{symbol}", gex.gex, observer)

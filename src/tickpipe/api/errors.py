@@ -104,6 +104,19 @@ def hot_store_unavailable(detail: str) -> Response:
     )
 
 
+def uri_too_long(target: int) -> Response:
+    return error_response(
+        414,
+        "uri_too_long",
+        f"request URL of {target:,} bytes; at most {MAX_URL_BYTES:,}: ask for fewer "
+        "symbols per request",
+    )
+
+
+def internal_error() -> Response:
+    return error_response(500, "internal_error", "internal error; the server log has the details")
+
+
 class Guard:
     """Outermost app middleware: refuses over-long URLs and turns an unexpected exception
     into a JSON 500 *without* re-raising, so uvicorn keeps the connection alive (Starlette's
@@ -118,13 +131,7 @@ class Guard:
             return
         target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
         if target > MAX_URL_BYTES:
-            response = error_response(
-                414,
-                "uri_too_long",
-                f"request URL of {target:,} bytes; at most {MAX_URL_BYTES:,}: ask for fewer "
-                "symbols per request",
-            )
-            await response(scope, receive, send)
+            await uri_too_long(target)(scope, receive, send)
             return
         started = False
 
@@ -140,10 +147,7 @@ class Guard:
             if started:
                 raise  # half a response is out: only closing the connection can say so
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            response = error_response(
-                500, "internal_error", "internal error; the server log has the details"
-            )
-            await response(scope, receive, send)
+            await internal_error()(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

@@ -3,18 +3,20 @@
 Profiled under load (py-spy, 100 keep-alive clients), a cached real-time answer spent about
 nine tenths of its time in FastAPI's layers: the exception, telemetry, exit-stack and
 body-limit middlewares, the router's walk over every route, and the dependency solver,
-each a coroutine per request and per message. The routes listed in ``HOT_ROUTES`` read
-their own parameters and return a ``Response``, so they need none of that: ``HotApp``
-matches their paths first and runs them under only what a request of theirs can observe,
-the same ``ObserveMiddleware`` (metrics, access log) and ``Guard`` (long URLs, JSON 500s),
-with the app's own exception handlers. Everything else, every other method and any
-``root_path`` goes through FastAPI unchanged, and the routes stay registered there too, so
-the OpenAPI document and the test client see them as before.
+each a coroutine per request and per message. The routes given to ``HotApp.hot_route``
+read their own parameters and return a whole ``Response``, so they need none of that:
+``HotApp`` matches their paths first and runs them with only what a request of theirs can
+observe: ``Guard``'s refusals (long URLs, JSON 500s), the app's own exception handlers,
+and the same metrics and access-log line as ``ObserveMiddleware``. Every other method and
+path, and any ``root_path``, go through FastAPI unchanged; the routes stay registered
+there too, so the OpenAPI document is as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,30 +26,54 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tickpipe.api.errors import Guard
-from tickpipe.api.observe import ObserveMiddleware, Observer
+from tickpipe.api.errors import MAX_URL_BYTES, internal_error, uri_too_long
+from tickpipe.api.observe import NOTES, Observer
+
+log = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class _Run:
-    """One hot route: its endpoint, with the app's exception handlers (the ones
-    ``ExceptionMiddleware`` would apply; an exception none handles goes on to ``Guard``)."""
+    """One hot route: ``Guard``'s checks, the endpoint with the app's exception handlers
+    (the ones ``ExceptionMiddleware`` would apply), and the observation ``ObserveMiddleware``
+    would make, in one call. The endpoint returns a whole ``Response``, so status, size and
+    body are known without wrapping ``send`` (two coroutines per message saved)."""
 
-    def __init__(self, app: FastAPI, endpoint: Endpoint) -> None:
+    def __init__(self, app: FastAPI, endpoint: Endpoint, observer: Observer | None) -> None:
         self.app = app
         self.endpoint = endpoint
+        self.observer = observer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started_wall = time.time_ns()
+        started = time.perf_counter_ns()
+        notes: dict[str, Any] = {}
+        scope[NOTES] = notes
+        status, body = 500, b""
+        try:
+            response = await self._respond(scope, receive)
+            status, body = response.status_code, bytes(response.body)
+            await response(scope, receive, send)
+        finally:
+            if self.observer is not None:
+                duration = time.perf_counter_ns() - started
+                self.observer.http(scope, status, started_wall, duration, body, len(body), notes)
+
+    async def _respond(self, scope: Scope, receive: Receive) -> Response:
+        target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if target > MAX_URL_BYTES:
+            scope.pop("route", None)  # refused before routing, as by Guard
+            return uri_too_long(target)
         request = Request(scope, receive)
         try:
-            response = await self.endpoint(request)
+            return await self.endpoint(request)
         except Exception as exc:
             handler = _handler_for(self.app, exc)
-            if handler is None:
-                raise
-            response = await handler(request, exc)
-        await response(scope, receive, send)
+            if handler is not None:
+                return await handler(request, exc)
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            return internal_error()
 
 
 def _find(routes: list[BaseRoute], path: str) -> BaseRoute:
@@ -74,7 +100,7 @@ def _handler_for(app: FastAPI, exc: Exception) -> Callable[..., Awaitable[Respon
 
 
 class HotApp(FastAPI):
-    """FastAPI whose ``HOT_ROUTES`` skip its stack (see the module docstring)."""
+    """FastAPI whose hot routes skip its stack (see the module docstring)."""
 
     _exact: dict[str, tuple[ASGIApp, BaseRoute]]
     _prefixed: list[tuple[str, ASGIApp, BaseRoute, str]]
@@ -84,11 +110,12 @@ class HotApp(FastAPI):
         self._exact = {}
         self._prefixed = []
 
-    def hot_route(self, path: str, endpoint: Endpoint, observer: Observer) -> None:
+    def hot_route(self, path: str, endpoint: Endpoint, observer: Observer | None) -> None:
         """Serve GET ``path`` (exact, or ``/prefix/{param}`` for one path segment) through
-        ``endpoint`` directly. The route must also be registered with FastAPI (docs)."""
+        ``endpoint`` directly. The route must also be registered with FastAPI (docs).
+        ``observer`` None: no request observation (as when the app has none)."""
         route = _find(self.router.routes, path)
-        app = ObserveMiddleware(Guard(_Run(self, endpoint)), observer)
+        app = _Run(self, endpoint, observer)
         head, brace, rest = path.partition("{")
         if not brace:
             self._exact[path] = (app, route)

@@ -305,10 +305,44 @@ class Observer:
         self.metrics = metrics
         self.access_log = access_log
 
+    def http(
+        self,
+        scope: Scope,
+        status: int,
+        started_wall: int,
+        duration: int,
+        body: bytes | None,
+        size: int,
+        notes: dict[str, Any],
+    ) -> None:
+        """Record one HTTP request (``ObserveMiddleware``, and the hot routes that know
+        their response without watching ``send``)."""
+        route = scope.get("route")
+        template = getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
+        method = scope["method"]
+        self.metrics.observe(template, method, status, duration)
+        if self.access_log.enabled:
+            self.access_log.record(
+                (
+                    started_wall,
+                    method,
+                    template,
+                    scope["path"],
+                    status,
+                    duration,
+                    scope["headers"],
+                    scope.get("query_string", b""),
+                    body,
+                    size,
+                    notes,
+                )
+            )
+
 
 class ObserveMiddleware:
     def __init__(self, app: ASGIApp, observer: Observer) -> None:
         self.app = app
+        self.observer = observer
         self.metrics = observer.metrics
         self.log = observer.access_log
 
@@ -349,32 +383,31 @@ class ObserveMiddleware:
             await self.app(scope, receive, observed_send)
         finally:
             duration = time.perf_counter_ns() - started
-            route = scope.get("route")
-            template = getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
             if kind == "http":
-                method = scope["method"]
-                self.metrics.observe(template, method, status, duration)
+                self.observer.http(
+                    scope, status, started_wall, duration, body if single else None, size, notes
+                )
             else:
-                method = "WS"
+                route = scope.get("route")
+                template = getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
                 self.metrics.websocket(template)
                 notes.setdefault("rows", messages)
-                body = None
-            if self.log.enabled:
-                self.log.record(
-                    (
-                        started_wall,
-                        method,
-                        template,
-                        scope["path"],
-                        status,
-                        duration,
-                        scope["headers"],
-                        scope.get("query_string", b""),
-                        body if single else None,
-                        size,
-                        notes,
+                if self.log.enabled:
+                    self.log.record(
+                        (
+                            started_wall,
+                            "WS",
+                            template,
+                            scope["path"],
+                            status,
+                            duration,
+                            scope["headers"],
+                            scope.get("query_string", b""),
+                            None,
+                            size,
+                            notes,
+                        )
                     )
-                )
 
 
 def access_log_for(ctx: ApiContext) -> AccessLog:
