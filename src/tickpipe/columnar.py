@@ -106,6 +106,9 @@ def segmented_prev_max(values: IntArray, starts: IntArray, initial: IntArray) ->
     n = values.size
     if n == 0:
         return values.copy()
+    if starts.size == 1:  # one group (a live feed's usual delivery): no offsets needed
+        running: IntArray = np.maximum.accumulate(np.concatenate((initial[:1], values)))
+        return running[:-1]
     sentinel = np.iinfo(np.int64).min
     real = np.concatenate((values[values != sentinel], initial[initial != sentinel]))
     if (values == sentinel).any() or (initial == sentinel).any():

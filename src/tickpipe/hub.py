@@ -5,7 +5,8 @@ then is it counted and offered to the sinks. ``submit`` hands a checked delivery
 hub's worker through a bounded queue (back-pressure on the sources when the disk is slow
 or full), so the next delivery's quality checks overlap this one's disk write. The worker
 commits everything waiting in one journal append (group commit: one fsync per file for
-several deliveries); a journal failure is retried until it succeeds, never dropped.
+every delivery that queued up meanwhile, so a websocket feed's one-event frames share
+fsyncs); a journal failure is retried until it succeeds, never dropped.
 
 The sinks are best effort and must never stall the durable path: each (hot store, bus,
 every listener such as the GEX engine) has its own bounded queue and drain task. A full
@@ -38,7 +39,14 @@ from tickpipe.store.journal import Journal
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Kind, Grouped], Awaitable[None]]
-SINK_DEPTH = 256
+QUEUE_DELIVERIES = 1024
+QUEUE_EVENTS = 4 * 65_536
+"""The hub queue holds at most this many deliveries and events (whichever comes first):
+live feeds deliver a few events at a time, and many of them share one fsync."""
+SINK_DELIVERIES = 4 * QUEUE_DELIVERIES
+SINK_EVENTS = 2 * QUEUE_EVENTS
+"""A sink holds at most this many deliveries and events (a whole group commit fits);
+past that it drops its oldest."""
 SINK_TIMEOUT_S = 5.0
 LOG_EVERY_S = 30.0
 JOURNAL_RETRY_MAX_S = 5.0
@@ -47,28 +55,47 @@ JOURNAL_RETRY_MAX_S = 5.0
 class Sink:
     """One best-effort fan-out target behind a bounded drop-oldest queue."""
 
-    def __init__(self, name: str, target: Listener, depth: int = SINK_DEPTH) -> None:
+    def __init__(
+        self,
+        name: str,
+        target: Listener,
+        deliveries: int = SINK_DELIVERIES,
+        events: int = SINK_EVENTS,
+    ) -> None:
         self.name = name
         self._target = target
-        self._queue: asyncio.Queue[tuple[Kind, Grouped]] = asyncio.Queue(maxsize=depth)
+        self._queue: asyncio.Queue[tuple[Kind, Grouped]] = asyncio.Queue()
+        self._max_deliveries = deliveries
+        self._max_events = events
+        self._events = 0
         self.delivered = 0
         self.dropped = 0
+        """deliveries dropped because the sink fell behind"""
         self.errors = 0
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self._last_log = -LOG_EVERY_S
 
     def offer(self, kind: Kind, grouped: Grouped) -> None:
-        if self._queue.full():
-            self._queue.get_nowait()
+        self._queue.put_nowait((kind, grouped))
+        self._events += grouped.batch.num_rows
+        while self._queue.qsize() > 1 and (
+            self._queue.qsize() > self._max_deliveries or self._events > self._max_events
+        ):
+            self._take()
             self._queue.task_done()
             self.dropped += 1
-        self._queue.put_nowait((kind, grouped))
+
+    def _take(self) -> tuple[Kind, Grouped]:
+        kind, grouped = self._queue.get_nowait()
+        self._events -= grouped.batch.num_rows
+        return kind, grouped
 
     async def drain(self) -> None:
         """Deliver queued items one by one, forever (cancelled when the hub stops)."""
         while True:
             kind, grouped = await self._queue.get()
+            self._events -= grouped.batch.num_rows
             try:
                 async with asyncio.timeout(SINK_TIMEOUT_S):
                     await self._target(kind, grouped)
@@ -112,12 +139,24 @@ class Sink:
 
 
 class Hub:
-    def __init__(self, journal: Journal, hot: HotStore, bus: Bus, queue_depth: int = 4) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        hot: HotStore,
+        bus: Bus,
+        queue_depth: int = QUEUE_DELIVERIES,
+        queue_events: int = QUEUE_EVENTS,
+        sink_deliveries: int = SINK_DELIVERIES,
+    ) -> None:
         self.journal = journal
         self.hot = hot
         self.bus = bus
         self.journal_lock = asyncio.Lock()
-        self.sinks: list[Sink] = [Sink("hot_store", hot.write), Sink("bus", bus.publish)]
+        self._sink_limits = (sink_deliveries, SINK_EVENTS)
+        self.sinks: list[Sink] = [
+            Sink("hot_store", hot.write, *self._sink_limits),
+            Sink("bus", bus.publish, *self._sink_limits),
+        ]
         self.accepted: Counter[str] = Counter()
         self.quarantined = 0
         self.gaps = 0
@@ -130,15 +169,25 @@ class Hub:
         self.journal_blocked_since: float | None = None
         """wall time since which the journal refuses writes (disk full...), else None"""
         self._queue: asyncio.Queue[StageResult | None] = asyncio.Queue(maxsize=queue_depth)
+        self._max_events = queue_events
+        self._queued_events = 0
+        self._room = asyncio.Condition()
 
     def add_listener(self, name: str, listener: Listener) -> None:
         """Called with every accepted (kind, batch) after the journal, e.g. the GEX engine."""
-        self.sinks.append(Sink(name, listener))
+        self.sinks.append(Sink(name, listener, *self._sink_limits))
 
     async def submit(self, result: StageResult) -> None:
         """Queue one checked delivery; waits while the queue is full (back-pressure)."""
-        if not result.empty:
-            await self._queue.put(result)
+        if result.empty:
+            return
+        rows = result.rows
+        async with self._room:
+            await self._room.wait_for(
+                lambda: self._queued_events == 0 or self._queued_events + rows <= self._max_events
+            )
+            self._queued_events += rows
+        await self._queue.put(result)
 
     async def run(self) -> None:
         """The worker and the sinks' drains. Ends on ``close()`` once all is committed."""
@@ -166,6 +215,9 @@ class Hub:
                     break
                 results.append(more)
             await self._commit_until_done(results)
+            async with self._room:
+                self._queued_events -= sum(r.rows for r in results)
+                self._room.notify_all()
             for _ in range(len(results) + closing):
                 self._queue.task_done()
             if closing:
@@ -223,7 +275,7 @@ class Hub:
         """Without a running hub (tests that call ``accept``), drain the sinks here."""
         for sink in self.sinks:
             while sink.depth:
-                kind, grouped = sink._queue.get_nowait()
+                kind, grouped = sink._take()
                 try:
                     await sink._target(kind, grouped)
                     sink.delivered += 1

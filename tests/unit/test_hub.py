@@ -9,7 +9,7 @@ from tickpipe.clock import FakeClock
 from tickpipe.columnar import Grouped
 from tickpipe.config import Settings
 from tickpipe.events import Kind, Trade, to_batch
-from tickpipe.hub import Hub
+from tickpipe.hub import SINK_DELIVERIES, Hub
 from tickpipe.quality.stage import QualityStage
 from tickpipe.store.bus import Bus
 from tickpipe.store.hot_memory import MemoryHotStore
@@ -43,20 +43,21 @@ async def test_a_failing_listener_is_counted_and_the_others_still_get_every_even
     hub.add_listener("healthy", healthy)
     stage = QualityStage(settings, clock)
     worker = asyncio.create_task(hub.run())
-    for seq in range(1, 301):
+    for seq in range(1, 6001):
         await hub.submit(delivery(stage, seq, clock.now_ns()))  # type: ignore[arg-type]
     await asyncio.wait_for(hub._queue.join(), 10)
     await asyncio.wait_for(
         asyncio.gather(*(s.join() for s in hub.sinks if s.name != "stalled")), 10
     )
-    assert seen == list(range(1, 301))
-    assert journal.rows_written == 300 and hub.accepted["trade"] == 300
+    assert seen == list(range(1, 6001))
+    assert journal.rows_written == 6000 and hub.accepted["trade"] == 6000
     sinks = {s.name: s.stats().model_dump() for s in hub.sinks}
-    assert sinks["broken"]["errors"] == 300 and sinks["broken"]["last_error"] == (
+    assert sinks["broken"]["errors"] == 6000 and sinks["broken"]["last_error"] == (
         "ValueError: listener bug"
     )
     stalled_sink = sinks["stalled"]
-    assert stalled_sink["queued"] <= 256 and stalled_sink["dropped"] >= 300 - 256 - 1
-    assert (await hot.latest(Kind.TRADE, "SPY", 1)).column("seq").to_pylist() == [300]
+    assert stalled_sink["queued"] <= SINK_DELIVERIES
+    assert stalled_sink["dropped"] >= 6000 - SINK_DELIVERIES - 1
+    assert (await hot.latest(Kind.TRADE, "SPY", 1)).column("seq").to_pylist() == [6000]
     await hub.close()
     await asyncio.wait_for(worker, 30)
