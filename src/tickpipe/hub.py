@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 
 import pyarrow as pa
 
+from tickpipe.budget import Budget
 from tickpipe.columnar import Grouped
 from tickpipe.datasets import CHECKPOINTS, GAPS, QUARANTINE
 from tickpipe.errors import StorageError
@@ -169,9 +170,7 @@ class Hub:
         self.journal_blocked_since: float | None = None
         """wall time since which the journal refuses writes (disk full...), else None"""
         self._queue: asyncio.Queue[StageResult | None] = asyncio.Queue(maxsize=queue_depth)
-        self._max_events = queue_events
-        self._queued_events = 0
-        self._room = asyncio.Condition()
+        self._room = Budget(queue_events)
 
     def add_listener(self, name: str, listener: Listener) -> None:
         """Called with every accepted (kind, batch) after the journal, e.g. the GEX engine."""
@@ -181,12 +180,7 @@ class Hub:
         """Queue one checked delivery; waits while the queue is full (back-pressure)."""
         if result.empty:
             return
-        rows = result.rows
-        async with self._room:
-            await self._room.wait_for(
-                lambda: self._queued_events == 0 or self._queued_events + rows <= self._max_events
-            )
-            self._queued_events += rows
+        await self._room.take(result.rows)
         await self._queue.put(result)
 
     async def run(self) -> None:
@@ -215,9 +209,7 @@ class Hub:
                     break
                 results.append(more)
             await self._commit_until_done(results)
-            async with self._room:
-                self._queued_events -= sum(r.rows for r in results)
-                self._room.notify_all()
+            await self._room.give(sum(r.rows for r in results))
             for _ in range(len(results) + closing):
                 self._queue.task_done()
             if closing:
