@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import itertools
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -32,6 +31,8 @@ import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
+
+from .threaded import serve_in_thread
 
 SNAPSHOT_BEGIN, SNAPSHOT_END, REMOVE_EVENT = 0x04, 0x08, 0x02
 
@@ -127,26 +128,9 @@ class FakeTastytrade:
 
     @contextlib.contextmanager
     def in_thread(self) -> Iterator[FakeTastytrade]:
-        """Serve from a thread of its own (for tests that block, e.g. on a subprocess)."""
-        ready = threading.Event()
-        stopping: list[asyncio.Event] = []
-
-        async def main() -> None:
-            await self.start()
-            stopping.append(asyncio.Event())
-            ready.set()
-            await stopping[0].wait()
-            await self.stop()
-
-        thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
-        thread.start()
-        ready.wait(10)
-        try:
+        """Serve from a thread of its own (for tests that block, e.g. on a pipeline process)."""
+        with serve_in_thread(self.start, self.stop, "fake-dxlink"):
             yield self
-        finally:
-            assert self.loop is not None
-            self.loop.call_soon_threadsafe(stopping[0].set)
-            thread.join(10)
 
     def call(self, fn: Callable[[], Any]) -> None:
         """Run ``fn`` on the fake's loop (from another thread)."""

@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import math
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -39,6 +38,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tickpipe.cli import _Server
+
+from .threaded import serve_in_thread
 
 KEY = "gexbot_custom_test-0123456789"
 CATEGORIES = ("full", "zero", "one")
@@ -301,37 +302,9 @@ class FakeGexbot:
 
     @contextlib.contextmanager
     def in_thread(self) -> Iterator[FakeGexbot]:
-        """Serve from a thread with its own event loop (for tests that block, e.g. on a
-        pipeline process)."""
-        ready = threading.Event()
-        done: dict[str, BaseException] = {}
-
-        async def main() -> None:
-            try:
-                await self.start()
-            finally:
-                ready.set()
-            assert self._task is not None
-            await self._task
-
-        def target() -> None:
-            try:
-                asyncio.run(main())
-            except BaseException as exc:  # surfaced to the test below
-                done["error"] = exc
-                ready.set()
-
-        thread = threading.Thread(target=target, name="fake-gexbot", daemon=True)
-        thread.start()
-        ready.wait(10)
-        if "error" in done:
-            raise done["error"]
-        try:
+        """Serve from a thread of its own (for tests that block, e.g. on a pipeline process)."""
+        with serve_in_thread(self.start, self.stop, "fake-gexbot"):
             yield self
-        finally:
-            if self._server is not None:
-                self._server.should_exit = True
-            thread.join(10)
 
 
 @contextlib.asynccontextmanager

@@ -33,7 +33,6 @@ import hashlib
 import itertools
 import secrets
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
@@ -50,6 +49,8 @@ from starlette.routing import Route
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from tickpipe.cli import _Server
+
+from .threaded import serve_in_thread
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "schwab"
 SPX_CHAIN = FIXTURES / "spx_chain.json"
@@ -544,38 +545,9 @@ class FakeSchwab:
 
     @contextlib.contextmanager
     def in_thread(self) -> Iterator[FakeSchwab]:
-        """Serve from a thread with its own event loop (tests that block on a process)."""
-        ready = threading.Event()
-        stopping: dict[str, asyncio.Event] = {}
-        failed: dict[str, BaseException] = {}
-
-        async def main() -> None:
-            stopping["event"] = asyncio.Event()
-            try:
-                await self.start()
-            finally:
-                ready.set()
-            await stopping["event"].wait()
-            await self.stop()
-
-        def target() -> None:
-            try:
-                asyncio.run(main())
-            except BaseException as exc:  # surfaced to the test below
-                failed["error"] = exc
-                ready.set()
-
-        thread = threading.Thread(target=target, name="fake-schwab", daemon=True)
-        thread.start()
-        ready.wait(10)
-        if "error" in failed:
-            raise failed["error"]
-        try:
+        """Serve from a thread of its own (for tests that block, e.g. on a pipeline process)."""
+        with serve_in_thread(self.start, self.stop, "fake-schwab"):
             yield self
-        finally:
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(stopping["event"].set)
-            thread.join(15)
 
 
 KNOWN_SERVICES = frozenset(
