@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +20,43 @@ from tickpipe.clock import NS_PER_SECOND, FakeClock
 from tickpipe.config import Settings
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+HANG_DUMP_MARGIN_S = 5.0
+
+
+@pytest.fixture(autouse=True)
+def _dump_asyncio_tasks_before_the_timeout(request: pytest.FixtureRequest) -> Iterator[None]:
+    """pytest-timeout dumps every thread's stack, which for an async test only shows the
+    event loop waiting in select; just before it fires, print where each asyncio task is
+    suspended, which is where a hang really is."""
+    timeout = float(request.config.getini("timeout") or 0)
+    marker = request.node.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        timeout = float(marker.args[0])
+    if timeout <= HANG_DUMP_MARGIN_S:
+        yield
+        return
+    timer = threading.Timer(timeout - HANG_DUMP_MARGIN_S, _dump_tasks, args=(request.node.nodeid,))
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
+
+
+def _dump_tasks(nodeid: str) -> None:
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+    sys.stderr.write(f"\n+++ {nodeid} is about to time out; asyncio tasks:\n")
+    for loop in loops:
+        if loop.is_closed():
+            continue
+        try:
+            tasks = list(asyncio.all_tasks(loop))
+        except RuntimeError:  # the set changed while we read it from this thread
+            continue
+        for task in tasks:
+            task.print_stack(limit=20, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def free_port() -> int:

@@ -26,7 +26,8 @@ async def test_streams_hash_and_channels_fill_from_the_simulator(
         simulator_rate=5000,
         simulator_batch_ms=20,
     )
-    listener = aioredis.Redis.from_url(redis_url)
+    # every call of the test's own client ends too, so a failure is an error, never a hang
+    listener = aioredis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
     await listener.flushdb()
     pubsub = listener.pubsub()
     await pubsub.subscribe(settings.tick_channel)

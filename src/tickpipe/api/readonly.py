@@ -55,7 +55,7 @@ async def relay_redis_bus(settings: Settings, client: aioredis.Redis, bus: Bus) 
             except (ValueError, KeyError, pa.ArrowException) as exc:
                 log.warning("unreadable bus message skipped: %s", exc)
     finally:
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 def _from_json_rows(kind: Kind, rows: list[dict[str, Any]]) -> pa.RecordBatch:
