@@ -32,13 +32,14 @@ from tickpipe.config import Settings
 from tickpipe.datasets import CHECKPOINTS, GAPS, QUARANTINE
 from tickpipe.events import Kind
 from tickpipe.quality.stage import QualityStage
-from tickpipe.sources.base import Batches, Checkpoint, Source, SourceState
+from tickpipe.sources.base import Batches, Checkpoint, Delivery, Source, SourceState
 from tickpipe.sources.context import LiveContext
 from tickpipe.store import layout
 from tickpipe.store.checkpoints import checkpoint_batch, latest_checkpoints
 from tickpipe.store.journal import Journal
 from tickpipe.store.lake import LakeWriter
 from tickpipe.store.lock import lock_data_dir
+from tickpipe.ticker import stamp_all
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +99,19 @@ class BackfillIntake:
         self.commit_lock = asyncio.Lock()
         self.reports: dict[str, SourceReport] = {}
 
-    async def submit(
-        self,
-        source: str,
-        batches: Batches,
-        *,
-        checkpoint: Checkpoint | None = None,
-        quarantine: pa.RecordBatch | None = None,
-        gaps: pa.RecordBatch | None = None,
-    ) -> None:
+    def try_put(self, delivery: Delivery) -> bool:
+        return False  # every delivery is committed before the importer reads on
+
+    async def put(self, delivery: Delivery) -> None:
         async with self.commit_lock:  # one delivery at a time: quality state and order
             await asyncio.to_thread(
-                self._commit, source, batches, checkpoint, quarantine, gaps, self._clock.now_ns()
+                self._commit,
+                delivery.source,
+                stamp_all(delivery.batches, delivery.source),
+                delivery.checkpoint,
+                delivery.quarantine,
+                delivery.gaps,
+                self._clock.now_ns(),
             )
 
     def _commit(

@@ -223,6 +223,20 @@ class Settings(BaseSettings):
 
     # ----------------------------------------------------------------------------------
 
+    intake_tick_ms: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="a tick waits this long for more frames (0: it takes what is there)",
+    )
+    intake_tick_events: int = Field(
+        65_536, ge=1, description="a tick stops waiting once this many are pending"
+    )
+    visible_before_fsync: bool = Field(
+        True,
+        description="hot store, bus and WebSocket see events before their fsync (see README)",
+    )
+
     journal_segment_seconds: float = Field(10.0, gt=0)
     journal_segment_bytes: int = Field(64 * 1024 * 1024, gt=0)
     journal_fsync: bool = True

@@ -1,7 +1,10 @@
-"""Fan-out of accepted events: journal first (durability), then hot store, bus and listeners.
+"""Fan-out of checked events: the journal (durability), the hot store, bus and listeners.
 
-An event counts as accepted once the hub has written and fsync'd it to the journal; only
-then is it counted and offered to the sinks. ``submit`` hands a checked delivery to the
+An event counts as accepted once the hub has written and fsync'd it to the journal. When
+it becomes *visible* is a setting (``visible_before_fsync``): by default each tick is
+offered to the sinks as it is queued for the journal, so live readers see it while the
+fsync runs (an event a reader saw can still be lost if the machine dies within that
+fsync, typically well under a millisecond); otherwise only after its fsync. ``submit`` hands a checked delivery to the
 hub's worker through a bounded queue (back-pressure on the sources when the disk is slow
 or full), so the next delivery's quality checks overlap this one's disk write. The worker
 commits everything waiting in one journal append (group commit: one fsync per file for
@@ -148,8 +151,11 @@ class Hub:
         queue_depth: int = QUEUE_DELIVERIES,
         queue_events: int = QUEUE_EVENTS,
         sink_deliveries: int = SINK_DELIVERIES,
+        *,
+        visible_before_fsync: bool = False,
     ) -> None:
         self.journal = journal
+        self.visible_before_fsync = visible_before_fsync
         self.hot = hot
         self.bus = bus
         self.journal_lock = asyncio.Lock()
@@ -180,8 +186,15 @@ class Hub:
         """Queue one checked delivery; waits while the queue is full (back-pressure)."""
         if result.empty:
             return
+        if self.visible_before_fsync:
+            self._fan_out(result)
         await self._room.take(result.rows)
         await self._queue.put(result)
+
+    def _fan_out(self, result: StageResult) -> None:
+        for kind, grouped in result.accepted.items():
+            for sink in self.sinks:
+                sink.offer(kind, grouped)
 
     async def run(self) -> None:
         """The worker and the sinks' drains. Ends on ``close()`` once all is committed."""
@@ -259,6 +272,8 @@ class Hub:
     async def accept(self, result: StageResult) -> None:
         """Commit one delivery now, without the worker, and wait for its fan-out (tools and
         tests; needs ``run`` for the sinks, or delivers to them inline when it is not)."""
+        if self.visible_before_fsync:
+            self._fan_out(result)
         await self.commit([result])
         if any(s.depth for s in self.sinks):
             await self._deliver_inline()
@@ -300,8 +315,8 @@ class Hub:
         for result in results:
             for kind, grouped in result.accepted.items():
                 self.accepted[kind.value] += grouped.batch.num_rows
-                for sink in self.sinks:
-                    sink.offer(kind, grouped)
+            if not self.visible_before_fsync:
+                self._fan_out(result)
             if result.quarantine is not None:
                 self.quarantined += result.quarantine.num_rows
             if result.gaps is not None:

@@ -1,6 +1,7 @@
 """Wiring: build every component from settings, recover, and run until told to stop.
 
-sources -> supervisor -> quality -> hub -> journal (fsync) -> hot store, bus, listeners
+sources -> intake (append) -> tick: quality once per source -> hub -> journal (fsync)
+                                                                   -> hot store, bus, listeners
                                          flusher: closed segments -> Parquet lake
 """
 
@@ -15,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
 import orjson
-import pyarrow as pa
 import redis.asyncio as aioredis
 
 from tickpipe.api.context import ApiContext, GexAnswer
@@ -25,8 +25,9 @@ from tickpipe.errors import ConfigError
 from tickpipe.events import Kind
 from tickpipe.gex.engine import GexEngine
 from tickpipe.hub import Hub
-from tickpipe.quality.stage import QualityStage, StageResult
-from tickpipe.sources.base import Batches, Checkpoint, Source, SourceState
+from tickpipe.intake import Intake
+from tickpipe.quality.stage import QualityStage
+from tickpipe.sources.base import Batches, Delivery, Source, SourceState
 from tickpipe.sources.context import LiveContext
 from tickpipe.sources.registry import build_sources
 from tickpipe.sources.supervisor import Supervisor
@@ -34,7 +35,7 @@ from tickpipe.status import ApiProcess, JournalStats, LakeStats, Services, Statu
 from tickpipe.store import keys, layout
 from tickpipe.store.bus import Bus
 from tickpipe.store.catalog import refresh_catalog
-from tickpipe.store.checkpoints import checkpoint_batch, latest_checkpoints
+from tickpipe.store.checkpoints import latest_checkpoints
 from tickpipe.store.compact import Compactor
 from tickpipe.store.hot import HotStore
 from tickpipe.store.hot_memory import MemoryHotStore
@@ -45,10 +46,13 @@ from tickpipe.store.lake import LakeWriter
 from tickpipe.store.lock import lock_data_dir
 from tickpipe.store.query import Query
 from tickpipe.store.redis_conn import redis_client
+from tickpipe.ticker import check_tick
 
 log = logging.getLogger(__name__)
 
 FLUSH_TICK_S = 1.0
+INLINE_TICK_EVENTS = 16_384
+"""ticks up to this many events are checked on the event loop, bigger ones in a thread"""
 SEED_LOOKBACK_DAYS = 3
 
 
@@ -71,6 +75,7 @@ class Pipeline:
             else MemoryHotStore(settings.hot_capacities())
         )
         self.quality = QualityStage(settings, self.clock)
+        self.intake = Intake()
         self.journal = Journal(
             settings.journal_dir,
             self.clock,
@@ -88,7 +93,9 @@ class Pipeline:
         )
         self._last_compaction = 0.0
         self.bus = Bus(settings, self._redis)
-        self.hub = Hub(self.journal, hot, self.bus)
+        self.hub = Hub(
+            self.journal, hot, self.bus, visible_before_fsync=settings.visible_before_fsync
+        )
         self.gex = GexEngine(settings, self.clock, redis=self._redis)
         self.hub.add_listener("gex", self.gex.accept)
         self.query = Query(settings.lake_dir, settings.journal_dir, hot)
@@ -107,35 +114,39 @@ class Pipeline:
         return self.hub.hot
 
     def _context(self, source: Source, state: SourceState) -> LiveContext:
-        return LiveContext(source.name, state, self.clock, self)
-
-    async def submit(
-        self,
-        source: str,
-        batches: Batches,
-        *,
-        checkpoint: Checkpoint | None = None,
-        quarantine: pa.RecordBatch | None = None,
-        gaps: pa.RecordBatch | None = None,
-    ) -> None:
-        """The intake every source context uses: check one delivery off the event loop
-        (numpy and Arrow release the GIL, so the API keeps answering meanwhile), in one
-        thread so quality state stays serial, then queue it for the journal."""
-        if any(b.num_rows for b in batches.values()):
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(
-                self._quality_thread, self.quality.process, source, batches
-            )
-        else:
-            result = StageResult({}, None, None)
-        result.add(quarantine=quarantine, gaps=gaps)
-        if checkpoint is not None:
-            result.checkpoint = checkpoint_batch(source, checkpoint, self.clock.now_ns())
-        await self.hub.submit(result)
+        return LiveContext(source.name, state, self.clock, self.intake)
 
     async def ingest(self, source: str, batches: Batches) -> None:
-        """One delivery on behalf of ``source`` (tools and tests without a context)."""
-        await self.submit(source, batches)
+        """One delivery on behalf of ``source`` (tools and benchmarks without a context):
+        returns once the running pipeline's tick has checked it and queued it for the hub."""
+        rows = sum(b.num_rows for b in batches.values())
+        await self.intake.put(Delivery(source, batches, rows))
+        await self.intake.settled()
+
+    async def drained(self) -> None:
+        """Return once everything sources handed over so far is committed and fanned out."""
+        await self.intake.settled()
+        await self.hub.drained()
+
+    async def _tick(self) -> None:
+        """Forever: take every pending delivery, check it once per source, hand it on.
+        Small ticks run on the event loop (the checks are vectorised: a thread hop would
+        cost more than they do); a bulk tick runs in the quality thread so the API keeps
+        answering meanwhile (numpy and Arrow release the GIL in its big operations)."""
+        linger = self.settings.intake_tick_ms / 1000
+        while True:
+            deliveries = await self.intake.take(linger, self.settings.intake_tick_events)
+            now = self.clock.now_ns()
+            if sum(d.rows for d in deliveries) <= INLINE_TICK_EVENTS:
+                results = check_tick(self.quality, deliveries, now)
+            else:
+                loop = asyncio.get_running_loop()
+                results = await loop.run_in_executor(
+                    self._quality_thread, check_tick, self.quality, deliveries, now
+                )
+            for result in results:
+                await self.hub.submit(result)
+            self.intake.done()
 
     async def recover(self) -> None:
         """Flush what a previous run left in the journal, then resume quality state."""
@@ -228,6 +239,7 @@ class Pipeline:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._flusher(stop), name="flusher")
                 hub = group.create_task(self.hub.run(), name="hub")
+                tick = group.create_task(self._tick(), name="tick")
                 sources = group.create_task(self._run_sources(), name="supervisor")
                 await stop.wait()
                 sources.cancel()
@@ -235,6 +247,8 @@ class Pipeline:
                     await sources
                 for ctx in self.supervisor.contexts.values():
                     await ctx.settled()
+                await self.intake.settled()
+                tick.cancel()
                 await self.hub.close()
                 await hub
         finally:

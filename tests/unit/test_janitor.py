@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,16 +12,24 @@ from pathlib import Path
 
 import pytest
 
+from ..conftest import IN_CI
+
 ROOT = Path(__file__).resolve().parents[2]
 
 INNER = """
 import os, subprocess, time
 
-def test_starts_a_detached_process_and_hangs():
-    # its own session and process group: a group kill would miss it
-    child = subprocess.Popen(["sleep", "600"], start_new_session=True)
+def test_starts_detached_processes_and_hangs():
+    # their own session and process group: a group kill would miss them; redis-server
+    # also overwrites its environment with its process title
+    sleeper = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    redis = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", os.environ["WORKDIR"] + "/r.sock", "--save", "", "--dir", os.environ["WORKDIR"]],
+        start_new_session=True, stdout=subprocess.DEVNULL,
+    )
+    time.sleep(1)  # the janitor notes descendants four times a second
     with open(os.environ["PIDFILE"] + ".tmp", "w") as f:
-        f.write(str(child.pid))
+        f.write(f"{sleeper.pid} {redis.pid}")
     os.rename(os.environ["PIDFILE"] + ".tmp", os.environ["PIDFILE"])
     time.sleep(600)
 """
@@ -45,6 +54,7 @@ def wait_until(predicate: object, timeout: float) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+@pytest.mark.skipif(shutil.which("redis-server") is None and not IN_CI, reason="no redis-server")
 def test_a_sigkilled_session_leaves_no_process_behind(tmp_path: Path) -> None:
     (tmp_path / "test_inner.py").write_text(INNER)
     pidfile = tmp_path / "pid"
@@ -63,19 +73,21 @@ def test_a_sigkilled_session_leaves_no_process_behind(tmp_path: Path) -> None:
             *("--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")),
         ],
         cwd=ROOT,
-        env={**os.environ, "PIDFILE": str(pidfile)},
+        env={**os.environ, "PIDFILE": str(pidfile), "WORKDIR": str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
     try:
-        assert wait_until(pidfile.exists, 60), "the inner test never started its child"
-        child = int(pidfile.read_text())
-        assert alive(child)
+        assert wait_until(pidfile.exists, 60), "the inner test never started its children"
+        sleeper, redis = (int(pid) for pid in pidfile.read_text().split())
+        assert alive(sleeper) and alive(redis)
         session.send_signal(signal.SIGKILL)  # no teardown, no fixture, no atexit runs
         session.wait(timeout=10)
-        assert wait_until(lambda: not alive(child), 10), f"process {child} outlived its session"
+        for child in (sleeper, redis):
+            assert wait_until(lambda c=child: not alive(c), 10), f"{child} outlived its session"
         _, report = session.communicate(timeout=10)  # the janitor's, once it has swept
-        assert f"{child}: sleep 600" in report.decode()
+        assert f"{sleeper}: sleep 600" in report.decode()
+        assert f"{redis}: redis-server" in report.decode()
     finally:
         if session.poll() is None:
             session.kill()

@@ -8,12 +8,16 @@ import random
 import pyarrow as pa
 import pytest
 
+from tickpipe.backfill import backfill_profile
 from tickpipe.clock import FakeClock
+from tickpipe.config import Settings
 from tickpipe.errors import ConfigError, ParseError
 from tickpipe.events import Kind, Trade, to_batch
+from tickpipe.quality.stage import QualityStage
 from tickpipe.sources.base import (
     Batches,
     Checkpoint,
+    Delivery,
     Source,
     SourceContext,
     SourcePolicy,
@@ -22,6 +26,7 @@ from tickpipe.sources.base import (
 )
 from tickpipe.sources.context import LiveContext
 from tickpipe.sources.supervisor import Supervisor
+from tickpipe.ticker import check_tick
 
 FAST = SourcePolicy(idle_timeout_s=5.0, backoff_initial_s=0.001, backoff_max_s=0.004)
 
@@ -31,28 +36,28 @@ def one_trade(seq: int) -> Batches:
 
 
 class Recorder:
-    """An intake that keeps what it is given."""
+    """An intake that checks each delivery as the pipeline's tick would, and keeps it."""
 
     def __init__(self) -> None:
+        self.clock = FakeClock()  # frozen, like the supervisor's: an outage lasts 0 s
+        self.quality = QualityStage(backfill_profile(Settings(_env_file=None)), self.clock)  # type: ignore[call-arg]
         self.batches: list[pa.RecordBatch] = []
         self.quarantine: list[pa.RecordBatch] = []
         self.gaps: list[pa.RecordBatch] = []
         self.checkpoints: list[Checkpoint] = []
+        self.deliveries = 0
 
-    async def submit(
-        self,
-        source: str,
-        batches: Batches,
-        *,
-        checkpoint: Checkpoint | None = None,
-        quarantine: pa.RecordBatch | None = None,
-        gaps: pa.RecordBatch | None = None,
-    ) -> None:
-        await asyncio.sleep(0)
-        self.batches += batches.values()
-        self.quarantine += [quarantine] if quarantine is not None else []
-        self.gaps += [gaps] if gaps is not None else []
-        self.checkpoints += [checkpoint] if checkpoint is not None else []
+    def try_put(self, delivery: Delivery) -> bool:
+        self.deliveries += 1
+        for result in check_tick(self.quality, [delivery], self.clock.now_ns()):
+            self.batches += [g.batch for g in result.accepted.values()]
+            self.quarantine += [result.quarantine] if result.quarantine is not None else []
+            self.gaps += [result.gaps] if result.gaps is not None else []
+        self.checkpoints += [delivery.checkpoint] if delivery.checkpoint is not None else []
+        return True
+
+    async def put(self, delivery: Delivery) -> None:
+        self.try_put(delivery)
 
 
 def supervisor(
@@ -160,8 +165,8 @@ async def test_an_outage_is_recorded_as_a_gap_per_symbol_when_the_feed_returns()
     intake = Recorder()
     clock = FakeClock()
     await asyncio.wait_for(supervisor([FlakySource("flaky", 1)], intake, clock).run(), 5)
-    (gaps,) = intake.gaps
-    assert gaps.to_pylist()[0] | {"start_ns": 0, "end_ns": 0, "ts_event": 0} == {
+    (outage,) = [row for g in intake.gaps for row in g.to_pylist() if row["gap"] == "outage"]
+    assert outage | {"start_ns": 0, "end_ns": 0, "ts_event": 0} == {
         "ts_event": 0,
         "symbol": "SPY",
         "source": "flaky",
@@ -316,7 +321,7 @@ async def test_a_restart_of_a_busy_source_never_loses_a_delivery() -> None:
     await stopped(task)
     await sup.contexts["busy"].settled()
     assert sup.states["busy"].restarts >= 40
-    assert len(intake.batches) == sup.states["busy"].batches
+    assert intake.deliveries == sup.states["busy"].batches
 
 
 class GroupedRevocation:

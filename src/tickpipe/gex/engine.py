@@ -175,20 +175,31 @@ class GexEngine:
                     book = self.books[und] = ChainBook(und, self._settings.gex_multiplier)
                 book.update(rows, now)
         elif kind in (Kind.QUOTE, Kind.TRADE):
-            for symbol, part in grouped.slices():
-                if kind is Kind.TRADE and symbol in self._quoted:
-                    continue
-                last = part.slice(part.num_rows - 1, 1).to_pylist()[0]
-                if kind is Kind.QUOTE:
-                    if last["bid"] is None or last["ask"] is None:
-                        continue  # a one-sided quote has no mid
-                    price = (last["bid"] + last["ask"]) / 2
-                else:
-                    price = last["price"]
-                self.spots[symbol] = (float(price), now)
-                self._spot_version[symbol] = self._spot_version.get(symbol, 0) + 1
-                if kind is Kind.QUOTE:
-                    self._quoted.add(symbol)
+            self._update_spots(kind, grouped, now)
+
+    def _update_spots(self, kind: Kind, grouped: Grouped, now: int) -> None:
+        """Each symbol's last mid (quotes) or last print (trades, for symbols never quoted),
+        read from the last row of its group: one take per tick, no row loop."""
+        last = pa.array(grouped.starts + grouped.counts - 1)
+        batch = grouped.batch
+        if kind is Kind.QUOTE:
+            bid = batch.column("bid").take(last).to_numpy(zero_copy_only=False)
+            ask = batch.column("ask").take(last).to_numpy(zero_copy_only=False)
+            price = (np.asarray(bid, dtype=np.float64) + np.asarray(ask, dtype=np.float64)) / 2
+        else:
+            price = np.asarray(
+                batch.column("price").take(last).to_numpy(zero_copy_only=False), dtype=np.float64
+            )
+        versions = self._spot_version
+        for symbol, value in zip(grouped.symbols, price.tolist(), strict=True):
+            if value != value:  # NaN: a one-sided quote has no mid
+                continue
+            if kind is Kind.TRADE and symbol in self._quoted:
+                continue
+            self.spots[symbol] = (value, now)
+            versions[symbol] = versions.get(symbol, 0) + 1
+            if kind is Kind.QUOTE:
+                self._quoted.add(symbol)
 
     def due(self) -> list[str]:
         """Underlyings whose chain or spot changed since the last computation."""

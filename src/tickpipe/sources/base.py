@@ -42,6 +42,20 @@ SeqCheckpoint = dict[tuple[Kind, str], tuple[int, int]]
 """(kind, symbol) -> (last seq, last accepted ts_event) the pipeline holds for a source."""
 
 
+@dataclasses.dataclass(slots=True)
+class Delivery:
+    """One ``ctx.emit`` / ``ctx.reject`` as it was handed over, before any check."""
+
+    source: str
+    batches: Batches
+    rows: int
+    checkpoint: Checkpoint | None = None
+    quarantine: pa.RecordBatch | None = None
+    gaps: pa.RecordBatch | None = None
+    outage_since_ns: int | None = None
+    """set on the first delivery after a failed attempt: when the feed went down"""
+
+
 @dataclasses.dataclass(frozen=True)
 class SourcePolicy:
     """How the supervisor treats one source.

@@ -1,28 +1,28 @@
 """The pipeline side of the source contract: one ``LiveContext`` per source.
 
-It stamps the source's name on its events, keeps the source's status current, feeds the
-idle watchdog, records an ``outage`` gap per symbol when a source comes back after a
-failed attempt, and passes deliveries, rejects and checkpoints to the pipeline's intake.
-The intake call is shielded: a delivery handed over is checked and queued even if the
-source is cancelled meanwhile (a restart or shutdown never drops half a delivery).
+It keeps the source's status current, feeds the idle watchdog, notes when a source comes
+back after a failed attempt (the tick records an ``outage`` gap per symbol), and appends
+deliveries, rejects and checkpoints to the pipeline's intake: a frame costs an append and
+a few counters here; stamping the source's name, the checks and the journal happen once
+per tick for everything pending. When the intake is full the wait is shielded: a delivery
+handed over is kept even if the source is cancelled meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import numpy as np
-import pyarrow as pa
-
 from tickpipe.clock import Clock
-from tickpipe.datasets import GAP_SCHEMA, quarantine_rows
+from tickpipe.datasets import quarantine_rows
 from tickpipe.events import Kind
 from tickpipe.sources.base import (
     Batches,
     Checkpoint,
+    Delivery,
     SeqCheckpoint,
     Source,
     SourceState,
@@ -33,21 +33,22 @@ log = logging.getLogger(__name__)
 
 MAX_RAW_CHARS = 65_536
 """a rejected frame's text is kept up to this many characters (then marked as cut)"""
-MAX_OUTAGE_SYMBOLS = 10_000
+YIELD_EVERY = 1024
+YIELD_S = 0.0005
+"""a source that never suspends on its own is suspended after this many deliveries or
+this long, whichever comes first (a tick's worth)"""
 
 
 class Intake(Protocol):
-    """Where a context hands its work: the live pipeline, or a backfill run."""
+    """Where a context hands its deliveries: the live pipeline's tick, or a backfill run."""
 
-    async def submit(
-        self,
-        source: str,
-        batches: Batches,
-        *,
-        checkpoint: Checkpoint | None = None,
-        quarantine: pa.RecordBatch | None = None,
-        gaps: pa.RecordBatch | None = None,
-    ) -> None: ...
+    def try_put(self, delivery: Delivery) -> bool:
+        """Append without waiting if there is room (the live path, every frame)."""
+        ...
+
+    async def put(self, delivery: Delivery) -> None:
+        """Append, waiting while the intake is full (back-pressure)."""
+        ...
 
 
 ContextFactory = Callable[[Source, SourceState], "LiveContext"]
@@ -72,9 +73,10 @@ class LiveContext:
         self._intake = intake
         self._deadline: asyncio.Timeout | None = None
         self._idle: float | None = None
-        self._seen: dict[tuple[Kind, str], None] = {}
         self._down_since_ns: int | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._unyielded = 0
+        self._yield_at = 0.0
 
     def attach_deadline(self, deadline: asyncio.Timeout | None, idle: float | None) -> None:
         """The supervisor's idle watchdog for the current attempt (None between attempts)."""
@@ -82,8 +84,9 @@ class LiveContext:
         self._idle = idle
 
     def attempt_failed(self) -> None:
-        """Remember when the feed went down; the next delivery records the outage."""
-        if self._down_since_ns is None and self._seen:
+        """Remember when the feed went down; the next delivery records the outage (one
+        gap per symbol the source had delivered, built by the tick)."""
+        if self._down_since_ns is None and self._state.events:
             self._down_since_ns = self._state.last_event_ns or self.clock.now_ns()
 
     def alive(self) -> None:
@@ -101,15 +104,15 @@ class LiveContext:
         self._state.counters[counter] = self._state.counters.get(counter, 0) + n
 
     async def emit(self, batches: Batches, checkpoint: Checkpoint | None = None) -> None:
+        """Count and hand over; checks, stamping and the journal happen once per tick for
+        everything pending (``tickpipe.ticker``), so a frame costs an append here."""
         state = self._state
         rows = 0
-        stamped: Batches = {}
         for kind, batch in batches.items():
-            if batch.num_rows == 0:
-                continue
-            rows += batch.num_rows
-            stamped[kind] = _with_source(batch, self.name)
-            state.by_kind[kind.value] = state.by_kind.get(kind.value, 0) + batch.num_rows
+            n = batch.num_rows
+            if n:
+                rows += n
+                state.by_kind[kind.value] = state.by_kind.get(kind.value, 0) + n
         now = self.clock.now_ns()
         self.alive()
         state.batches += 1
@@ -118,14 +121,25 @@ class LiveContext:
             state.next_retry_ns = None
             if state.phase == "starting":  # a source that names no phases of its own
                 state.phase = "streaming"
-        gaps = None
+        outage = None
         if rows:
             state.events += rows
             state.last_event_ns = now
-            gaps = self._outage(stamped, now)
-        if not stamped and checkpoint is None:
+            outage, self._down_since_ns = self._down_since_ns, None
+        elif checkpoint is None:
             return
-        await self._hand_over(stamped, checkpoint=checkpoint, gaps=gaps)
+        await self._hand_over(
+            Delivery(self.name, batches, rows, checkpoint=checkpoint, outage_since_ns=outage)
+        )
+        if checkpoint is not None:
+            self.checkpoint = checkpoint
+        self._unyielded += 1
+        if self._unyielded >= YIELD_EVERY or time.perf_counter() >= self._yield_at:
+            # a feed with a backlog reads without ever suspending: let the tick (and
+            # everything else on the loop) run at least every YIELD_S, and let a cancel land
+            self._unyielded = 0
+            await asyncio.sleep(0)
+            self._yield_at = time.perf_counter() + YIELD_S
 
     async def reject(
         self,
@@ -151,72 +165,19 @@ class LiveContext:
             reason=reason,
             payload=text,
         )
-        await self._hand_over({}, quarantine=batch)
+        await self._hand_over(Delivery(self.name, {}, batch.num_rows, quarantine=batch))
 
-    async def _hand_over(
-        self,
-        batches: Batches,
-        *,
-        checkpoint: Checkpoint | None = None,
-        quarantine: pa.RecordBatch | None = None,
-        gaps: pa.RecordBatch | None = None,
-    ) -> None:
-        task = asyncio.ensure_future(
-            self._intake.submit(
-                self.name, batches, checkpoint=checkpoint, quarantine=quarantine, gaps=gaps
-            )
-        )
+    async def _hand_over(self, delivery: Delivery) -> None:
+        """Append at once when there is room; otherwise wait for room in a shielded task,
+        so a delivery handed over is kept even if the source is cancelled meanwhile."""
+        if self._intake.try_put(delivery):
+            return
+        task = asyncio.ensure_future(self._intake.put(delivery))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         await asyncio.shield(task)
-        if checkpoint is not None:
-            self.checkpoint = checkpoint
 
     async def settled(self) -> None:
         """Wait for deliveries whose source was cancelled while they were handed over."""
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
-
-    def _outage(self, batches: Batches, now: int) -> pa.RecordBatch | None:
-        """Note the symbols seen; after a failed attempt, one ``outage`` gap per symbol."""
-        for kind, batch in batches.items():
-            for symbol in batch.column("symbol").unique().to_pylist():
-                if len(self._seen) < MAX_OUTAGE_SYMBOLS:
-                    self._seen[(kind, symbol)] = None
-        since, self._down_since_ns = self._down_since_ns, None
-        if since is None:
-            return None
-        keys = list(self._seen)
-        n = len(keys)
-        return pa.RecordBatch.from_pydict(
-            {
-                "ts_event": np.full(n, now, np.int64),
-                "symbol": [s for _, s in keys],
-                "source": [self.name] * n,
-                "kind": [k.value for k, _ in keys],
-                "seq": np.zeros(n, np.int64),
-                "gap": ["outage"] * n,
-                "start_ns": np.full(n, since, np.int64),
-                "end_ns": np.full(n, now, np.int64),
-                "seconds": np.full(n, (now - since) / 1e9),
-                "missing_seq": np.zeros(n, np.int64),
-            },
-            schema=GAP_SCHEMA,
-        )
-
-
-def _with_source(batch: pa.RecordBatch, name: str) -> pa.RecordBatch:
-    """The batch with every row's ``source`` set to the source's name (one identity: the
-    quality state, the lake's checkpoints and the status all key on it)."""
-    if "source" not in batch.schema.names:
-        return batch
-    index = batch.schema.get_field_index("source")
-    column = batch.column(index)
-    if column.null_count == 0 and pa.types.is_string(column.type):
-        uniq = column.unique()
-        if len(uniq) == 1 and uniq[0].as_py() == name:
-            return batch
-    constant = pa.DictionaryArray.from_arrays(
-        pa.array(np.zeros(batch.num_rows, np.int32)), pa.array([name])
-    ).cast(pa.string())
-    return batch.set_column(index, batch.schema.field(index).with_type(pa.string()), constant)

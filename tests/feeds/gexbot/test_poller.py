@@ -226,6 +226,8 @@ async def test_the_legacy_v1_style_sends_the_key_as_a_parameter_never_logged(
     cfg = gexbot_settings(
         settings, fake, gexbot_api_style="v1", gexbot_api_base_url=fake.base_url_v1
     )
+    # the CLI's logging setup (run by other tests in this process) quiets httpx: undo it here
+    caplog.set_level(logging.INFO, logger="httpx")
     with caplog.at_level(logging.DEBUG):
         async with running(cfg) as (pipeline, _):
             await until(lambda: every_pair(pipeline, lambda p: p["updates"] >= 1))
