@@ -9,6 +9,7 @@ import orjson
 import pyarrow as pa
 import redis.asyncio as aioredis
 
+from tickpipe.clock import FakeClock
 from tickpipe.columnar import group_by_symbol
 from tickpipe.config import Settings
 from tickpipe.events import BookUpdate, Kind, Trade, to_batch
@@ -81,3 +82,19 @@ async def test_redis_channels_carry_json_events(settings: Settings, redis_url: s
     await pubsub.aclose()
     await listener.aclose()
     await client.aclose()
+
+
+def test_small_and_large_ticks_encode_every_kind_to_the_same_json(settings: Settings) -> None:
+    """A tick is encoded by orjson when small and by polars when large: a subscriber must
+    not be able to tell which (dates, nulls, floats and strings alike)."""
+    from tickpipe.sources.simulator import Simulator
+    from tickpipe.store.bus import _orjson_chunks, _polars_chunks
+
+    sim = Simulator(settings, FakeClock(start_ns=1_795_000_000 * 10**9))
+    batches = sim.step(3000, 10**9)
+    assert {Kind.TRADE, Kind.QUOTE, Kind.BOOK, Kind.OPTION} <= set(batches)
+    for kind, batch in batches.items():
+        small = [orjson.loads(m) for m in _orjson_chunks(kind, batch, 500)]
+        large = [orjson.loads(m) for m in _polars_chunks(kind, batch, 500)]
+        assert small == large, kind
+        assert sum(len(m) for m in small) == batch.num_rows
