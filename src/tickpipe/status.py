@@ -35,6 +35,12 @@ class SourceStats(BaseModel):
     last_error_ns: int | None = None
     next_retry_ns: int | None = None
     latency_ms: LatencyMs | None = None
+    backlog_bytes: int = Field(0, description="unread bytes on the feed's socket (last sample)")
+    backlog_max_bytes: int = Field(0, description="largest backlog seen since start")
+    behind_since_ns: int | None = Field(
+        None, description="set while the feed is falling behind (backlog over the mark)"
+    )
+    behind_episodes: int = Field(0, description="times the feed fell behind")
     counters: dict[str, int] = {}
     details: dict[str, Any] = Field({}, description="feed-specific facts (connection, tokens)")
 

@@ -15,7 +15,7 @@ from tickpipe.sources.base import Source
 
 SOURCES = Path(registry.__file__).parent
 FAKES = Path(__file__).parents[1] / "fakes"
-NOT_FEEDS = {"base", "context", "registry", "supervisor"}
+NOT_FEEDS = {"backlog", "base", "context", "registry", "supervisor"}
 FAKE_OF = {
     "schwab": ["schwab.py"],
     "tastytrade": ["dxlink.py"],

@@ -80,6 +80,10 @@ class SourceContext(Protocol):
     """last seq and time per (kind, symbol) of this source's accepted events, for feeds
     that number their own events and must continue where the last run stopped"""
 
+    def backlog(self, unread_bytes: int) -> None:
+        """How many bytes sit unread on the feed's socket (``sources/backlog.watch``)."""
+        ...
+
     async def emit(self, batches: Batches, checkpoint: Checkpoint | None = None) -> None:
         """Check and commit one delivery; returns once it is queued for the journal
         (waits while the journal is behind: back-pressure). The events' ``source`` column
@@ -157,3 +161,9 @@ class SourceState:
     by_kind: dict[str, int] = dataclasses.field(default_factory=dict)
     counters: dict[str, int] = dataclasses.field(default_factory=dict)
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
+    backlog_bytes: int = 0
+    """unread bytes on the feed's socket at the last sample (see sources/backlog.py)"""
+    backlog_max_bytes: int = 0
+    behind_since_ns: int | None = None
+    """set while the backlog is above the falling-behind mark"""
+    behind_episodes: int = 0

@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 
 MAX_RAW_CHARS = 65_536
 """a rejected frame's text is kept up to this many characters (then marked as cut)"""
+BEHIND_BYTES = 1 << 20
+"""a feed with this much unread on its socket is falling behind (logged, on /status)"""
 YIELD_EVERY = 1024
-YIELD_S = 0.0005
+YIELD_S = 0.002
 """a source that never suspends on its own is suspended after this many deliveries or
 this long, whichever comes first (a tick's worth)"""
 
@@ -99,6 +101,26 @@ class LiveContext:
 
     def info(self, **details: Any) -> None:
         self._state.details.update(details)
+
+    def backlog(self, unread_bytes: int) -> None:
+        """A sample of the feed's socket backlog; crossing ``BEHIND_BYTES`` is logged
+        (and the way back under half of it), never once per sample."""
+        state = self._state
+        state.backlog_bytes = unread_bytes
+        state.backlog_max_bytes = max(state.backlog_max_bytes, unread_bytes)
+        if state.behind_since_ns is None and unread_bytes >= BEHIND_BYTES:
+            state.behind_since_ns = self.clock.now_ns()
+            state.behind_episodes += 1
+            log.warning(
+                "source %s is falling behind its feed: %d bytes unread on its socket "
+                "(a server may disconnect a client that stays behind)",
+                self.name,
+                unread_bytes,
+            )
+        elif state.behind_since_ns is not None and unread_bytes < BEHIND_BYTES // 2:
+            behind_s = (self.clock.now_ns() - state.behind_since_ns) / 1e9
+            state.behind_since_ns = None
+            log.warning("source %s caught up with its feed after %.1fs behind", self.name, behind_s)
 
     def count(self, counter: str, n: int = 1) -> None:
         self._state.counters[counter] = self._state.counters.get(counter, 0) + n

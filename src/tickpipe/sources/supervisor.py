@@ -200,6 +200,10 @@ class Supervisor:
             last_error_ns=state.last_error_ns,
             next_retry_ns=state.next_retry_ns,
             latency_ms=LatencyMs(**latency_ms) if latency_ms else None,
+            backlog_bytes=state.backlog_bytes,
+            backlog_max_bytes=state.backlog_max_bytes,
+            behind_since_ns=state.behind_since_ns,
+            behind_episodes=state.behind_episodes,
             counters=dict(state.counters),
             details=dict(state.details),
         )

@@ -31,6 +31,7 @@ class FakeContext:
         self.details: dict[str, Any] = {}
         self.phases: list[str] = []
         self.alive_calls = 0
+        self.backlogs: list[int] = []
         self.changed = asyncio.Event()
         self._fail_after = fail_after_emits
 
@@ -69,6 +70,9 @@ class FakeContext:
 
     def count(self, counter: str, n: int = 1) -> None:
         self.counters[counter] = self.counters.get(counter, 0) + n
+
+    def backlog(self, unread_bytes: int) -> None:
+        self.backlogs.append(unread_bytes)
 
     def rows(self, kind: Kind) -> list[dict[str, Any]]:
         batches = [b[kind] for b, _ in self.emitted if kind in b and b[kind].num_rows]

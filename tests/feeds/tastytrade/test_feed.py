@@ -337,3 +337,26 @@ async def test_the_fake_refuses_a_client_that_skips_a_step(fake: FakeTastytrade)
         "message": "CHANNEL_REQUEST before AUTHORIZED",
     }
     assert fake.connections[0].closed_by_server == "UNAUTHORIZED"
+
+
+async def test_a_burst_of_frames_is_decoded_together_and_every_value_lands(
+    fake: FakeTastytrade, start: Start
+) -> None:
+    """Frames that arrive together are decoded in one call (the decoder's fixed cost is
+    paid once), with exactly the values and order of decoding them one by one."""
+    run = await start(fake)
+    await fake.until(lambda: bool(fake.connections) and bool(fake.connections[0].subscriptions))
+    bids = [500 + i / 100 for i in range(300)]
+    for bid in bids:  # 300 frames sent back to back
+        fake.publish("Quote", "SPY", bidPrice=bid, askPrice=bid + 0.02, bidSize=1, askSize=2)
+
+    def burst() -> list[dict[str, object]]:
+        return [r for r in run.watch.rows[Kind.QUOTE] if float(r["bid"]) >= 500]  # type: ignore[arg-type]
+
+    await run.watch.until(lambda: len(burst()) >= len(bids))
+    assert [(r["bid"], r["ask"], r["bid_size"], r["ask_size"]) for r in burst()] == [
+        (bid, bid + 0.02, 1.0, 2.0) for bid in bids
+    ]
+    seqs = [r["seq"] for r in burst()]
+    assert seqs == list(range(int(seqs[0]), int(seqs[0]) + len(bids)))  # type: ignore[call-overload]
+    assert run.status()["batches"] < len(bids)

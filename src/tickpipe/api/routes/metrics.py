@@ -137,6 +137,14 @@ class StatusCollector:
             "feed latency percentiles of the last delivery",
             ("source", "quantile"),
         )
+        backlog = _gauge(
+            "tickpipe_source_backlog_bytes",
+            "unread bytes on the feed's socket: above 1 MiB the source is falling behind",
+            ("source",),
+        )
+        behind = _counter(
+            "tickpipe_source_behind_episodes", "times the source fell behind its feed", ("source",)
+        )
         states = [s.value for s in SourceStatus]
         for source in status.get("sources") or []:
             if not isinstance(source, dict) or "name" not in source:
@@ -149,6 +157,8 @@ class StatusCollector:
                 events.add_metric([name, kind], n)
             restarts.add_metric([name], source.get("restarts", 0))
             rejected.add_metric([name], source.get("rejected", 0))
+            backlog.add_metric([name], source.get("backlog_bytes", 0))
+            behind.add_metric([name], source.get("behind_episodes", 0))
             if (last := _num(source.get("last_event_ns"))) is not None:
                 age.add_metric([name], max(self.now_ns - last, 0) / NS)
             for counter, n in sorted((source.get("counters") or {}).items()):
@@ -157,7 +167,7 @@ class StatusCollector:
             for quantile, key in (("0.5", "p50"), ("0.99", "p99"), ("1", "max")):
                 if (ms := _num((source.get("latency_ms") or {}).get(key))) is not None:
                     latency.add_metric([name, quantile], ms / 1000)
-        yield from (state, events, restarts, rejected, age, counters, latency)
+        yield from (state, events, restarts, rejected, age, counters, latency, backlog, behind)
 
     def _quality(self, status: dict[str, Any]) -> Iterator[Metric]:
         accepted = _counter("tickpipe_events_accepted", "events accepted, per kind", ("kind",))

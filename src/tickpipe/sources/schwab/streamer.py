@@ -34,6 +34,7 @@ from websockets.asyncio.client import ClientConnection
 from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError, ParseError, TransportError
+from tickpipe.sources import backlog
 from tickpipe.sources.base import SourceContext
 from tickpipe.sources.registry import default_policy
 from tickpipe.sources.schwab.auth import TIMEOUT, TokenManager
@@ -161,6 +162,7 @@ class SchwabStreamer:
                 session = _Session(ws, info)
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._read(ws, session, ctx), name="schwab-read")
+                    tasks.create_task(backlog.watch(ctx, ws), name="schwab-backlog")
                     await self._login(session, access, ctx)
                     tasks.create_task(self._keep_tokens(ctx), name="schwab-tokens")
                     await self._subscribe(session, ctx)

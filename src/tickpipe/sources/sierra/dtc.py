@@ -25,6 +25,7 @@ from collections.abc import Callable
 from tickpipe.clock import Clock
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError, ParseError, TransportError, first_cause
+from tickpipe.sources import backlog
 from tickpipe.sources.base import SourceContext
 from tickpipe.sources.registry import default_policy
 from tickpipe.sources.sierra import dtc_messages as m
@@ -154,6 +155,7 @@ class DtcClient:
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._heartbeats(conn))
+                    tasks.create_task(backlog.watch(ctx, writer))
                     for sub in self._subs:
                         await conn.send(
                             m.T.MARKET_DATA_REQUEST,

@@ -34,7 +34,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from tickpipe.clock import Clock
-from tickpipe.errors import TransportError
+from tickpipe.errors import TransportError, first_cause
 from tickpipe.sources.base import SourceContext
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ ACTION_TIMEOUT_S = 10.0
 KEEPALIVE_MAX_INTERVAL_S = 30.0
 KEEPALIVE = orjson.dumps({"type": "KEEPALIVE", "channel": 0}).decode()
 MAX_ERRORS_SHOWN = 5
+MAX_PENDING_FRAMES = 512
+"""frames received and not yet decoded; past this the backlog stays on the socket"""
 
 OnMessage = Callable[[dict[str, Any], str | bytes], Awaitable[None]]
 
@@ -65,8 +67,12 @@ class Link:
         keepalive_timeout_s: float,
         on_feed: OnMessage,
         on_config: Callable[[dict[str, Any]], None],
+        whole: Callable[[Any], bool] = lambda data: False,
     ) -> None:
         self.ws = ws
+        self._whole = whole
+        """whether a FEED_DATA's data is whole events only (else it is decoded alone, so a
+        quarantined frame keeps its own raw text)"""
         self._ctx = ctx
         self._clock = clock
         self._timeout = keepalive_timeout_s
@@ -169,9 +175,78 @@ class Link:
             await asyncio.sleep(max(self._timeout - quiet, 0.05))
 
     async def read_forever(self) -> None:
-        async for frame in self.ws:
-            await self._dispatch(frame)
-        raise TransportError(self.closing or _closed_text(self.ws), source="tastytrade")
+        """Receive and decode until the connection ends. Receiving runs in a task of its
+        own, so every frame that arrived together (a burst at the open, or whatever came
+        in while the last batch was decoded) is decoded together: consecutive FEED_DATA
+        frames are merged into one ``on_feed`` call, which pays the decoder's fixed cost
+        (~120 µs a call) once instead of once per frame. At most ``MAX_PENDING_FRAMES``
+        wait here; past that the reader stops reading and the backlog stays on the socket,
+        where ``sources/backlog.py`` sees it."""
+        pending: list[str | bytes] = []
+        arrived = asyncio.Event()
+        room = asyncio.Event()
+        room.set()
+
+        async def receive() -> None:
+            async for frame in self.ws:
+                pending.append(frame)
+                arrived.set()
+                if len(pending) >= MAX_PENDING_FRAMES:
+                    room.clear()
+                    await room.wait()
+            raise TransportError(self.closing or _closed_text(self.ws), source="tastytrade")
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(receive(), name="dxlink-receive")
+                while True:
+                    await arrived.wait()
+                    arrived.clear()
+                    frames = pending[:]
+                    pending.clear()
+                    room.set()
+                    await self._dispatch_all(frames)
+        except BaseExceptionGroup as failed:
+            raise first_cause(failed) from None
+
+    async def _dispatch_all(self, frames: list[str | bytes]) -> None:
+        """Frames in order; consecutive FEED_DATA of whole events on one channel become one
+        call. A malformed message, or one the decoder must see alone to quarantine it with
+        its own raw text, ends the run and is handled on its own."""
+        run: list[tuple[dict[str, Any], str | bytes]] = []
+        for frame in frames:
+            message = _parse(frame)
+            if isinstance(message, str):
+                await self._feed_run(run)
+                run = []
+                self._mark_alive()
+                await self._ctx.reject(frame, message)
+                continue
+            joins = message["type"] == "FEED_DATA" and self._whole(message.get("data"))
+            if joins and (not run or run[-1][0].get("channel") == message.get("channel")):
+                run.append((message, frame))
+                continue
+            await self._feed_run(run)
+            run = []
+            if joins:
+                run.append((message, frame))
+            else:
+                await self._handle(message, frame)
+        await self._feed_run(run)
+
+    async def _feed_run(self, run: list[tuple[dict[str, Any], str | bytes]]) -> None:
+        if not run:
+            return
+        self._mark_alive()
+        if len(run) == 1:
+            await self._on_feed(*run[0])
+            return
+        data: list[Any] = []
+        for message, _ in run:
+            _extend(data, message["data"])
+        merged = {**run[0][0], "data": data}
+        raw = b"\n".join(f if isinstance(f, bytes) else f.encode() for _, f in run)
+        await self._on_feed(merged, raw)
 
     async def _until(self, done: Callable[[], bool], what: str) -> None:
         try:
@@ -184,16 +259,19 @@ class Link:
             ) from None
 
     async def _dispatch(self, frame: str | bytes) -> None:
+        parsed = _parse(frame)
+        if isinstance(parsed, str):
+            self._mark_alive()
+            await self._ctx.reject(frame, parsed)
+        else:
+            await self._handle(parsed, frame)
+
+    def _mark_alive(self) -> None:
         self.last_received = self._clock.monotonic()
         self._ctx.alive()
-        try:
-            message = orjson.loads(frame)
-        except orjson.JSONDecodeError as exc:
-            await self._ctx.reject(frame, f"DXLink frame is not JSON: {exc}")
-            return
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            await self._ctx.reject(frame, "DXLink frame is not an object with a type")
-            return
+
+    async def _handle(self, message: dict[str, Any], frame: str | bytes) -> None:
+        self._mark_alive()
         kind = message["type"]
         if kind == "FEED_DATA":
             await self._on_feed(message, frame)
@@ -242,6 +320,28 @@ class Link:
         self._ctx.count("server_errors")
         self.errors = [*self.errors, error][-MAX_ERRORS_SHOWN:]
         self._ctx.info(dxlink_errors=self.errors)
+
+
+def _parse(frame: str | bytes) -> dict[str, Any] | str:
+    """The frame as a message, or the reason it is not one."""
+    try:
+        message = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        return f"DXLink frame is not JSON: {exc}"
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return "DXLink frame is not an object with a type"
+    return message
+
+
+def _extend(data: list[Any], more: list[Any]) -> None:
+    """Append one COMPACT message's data; a run of the type just before is joined to it
+    (``["Quote", [...]]`` + ``["Quote", [...]]`` is one run of quotes)."""
+    for i in range(0, len(more), 2):
+        kind, values = more[i], more[i + 1]
+        if len(data) >= 2 and data[-2] == kind:
+            data[-1] = data[-1] + values
+        else:
+            data += [kind, values]
 
 
 def _closed_text(ws: ClientConnection) -> str:

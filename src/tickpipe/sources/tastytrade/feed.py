@@ -31,6 +31,7 @@ from tickpipe.clock import NS_PER_SECOND, Clock
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError, TransportError, first_cause
 from tickpipe.events import Kind
+from tickpipe.sources import backlog
 from tickpipe.sources.base import SourceContext
 from tickpipe.sources.registry import default_policy
 from tickpipe.sources.tastytrade import plan
@@ -119,6 +120,7 @@ class TastytradeFeed:
             keepalive_timeout_s=self._keepalive,
             on_feed=lambda message, raw: self._on_feed(ctx, message, raw),
             on_config=lambda message: self._on_config(ctx, message),
+            whole=self.decoder.fields.whole,
         )
         self.connections += 1
         ctx.info(dxlink_reconnects=self.connections - 1, dxlink_state="connected")
@@ -146,6 +148,7 @@ class TastytradeFeed:
                 tasks.create_task(link.watch_silence())
                 tasks.create_task(self._renew(http, link))
                 tasks.create_task(self._report(ctx))
+                tasks.create_task(backlog.watch(ctx, ws))
                 await link.read_forever()
         except BaseExceptionGroup as group:  # the leaf, so a close code reaches _closed
             raise first_cause(group) from None

@@ -76,6 +76,19 @@ class FeedFields:
     def of(self, event_type: str) -> list[str] | None:
         return self.confirmed.get(event_type) or self.requested.get(event_type)
 
+    def whole(self, data: Any) -> bool:
+        """COMPACT data of known event types, each run a whole number of events: what can
+        be merged with the next message's and decoded together without changing what
+        decoding each alone would give."""
+        if not isinstance(data, list) or not data or len(data) % 2:
+            return False
+        for i in range(0, len(data), 2):
+            event_type, values = data[i], data[i + 1]
+            names = self.of(event_type) if isinstance(event_type, str) else None
+            if not names or not isinstance(values, list) or len(values) % len(names):
+                return False
+        return True
+
     def reset(self) -> None:
         """A new connection negotiates again."""
         self.confirmed.clear()
