@@ -16,6 +16,7 @@ import pytest
 
 from tickpipe.config import Settings
 from tickpipe.store import layout
+from tickpipe.store.checkpoints import latest_checkpoints
 from tickpipe.store.keystore import KeyStore
 
 from ...conftest import free_port
@@ -128,7 +129,12 @@ def test_sigkill_mid_tail_then_restart_yields_every_record_exactly_once(tmp_path
     # a kill between a delivery's events and its checkpoint makes the tail read that last
     # delivery again, and the duplicate rule drops it; the restart never starts over
     rules = lake_rules(tmp_path / "data")
-    assert set(rules) <= {"duplicate"} and rules.count("duplicate") < total // 2, len(rules)
+    assert set(rules) <= {"duplicate"} and rules.count("duplicate") < total // 2, (
+        len(rules),
+        latest_checkpoints(tmp_path / "data" / "lake", ["sierra"]),
+        (tmp_path / "run1.log").read_text()[-3000:],
+        (tmp_path / "run2.log").read_text()[-3000:],
+    )
 
 
 def _seq_reached(status: dict[str, object]) -> int:
