@@ -1,4 +1,4 @@
-"""Vector helpers over Arrow batches and numpy arrays; the hot path loops over groups, never rows."""
+"""Vector helpers over Arrow batches and numpy arrays for the hot path: no loop over rows."""
 
 from __future__ import annotations
 
