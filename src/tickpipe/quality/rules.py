@@ -16,25 +16,30 @@ reads only what the stage carries between batches, defined per event, never per 
 A *candidate* is an event that passed every rule before ``outlier``. Outliers stay in the
 look-back on purpose: a genuine repricing is accepted once it holds for about half a
 window, while a lone spike never moves the median.
+
+Every group of a batch is checked at once: per-group limits and state arrive as arrays
+indexed by group, rows find theirs through ``group``; nothing loops over groups or rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from enum import IntEnum
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.stride_tricks import sliding_window_view
 
 from tickpipe.columnar import segmented_prev_max
-
-DEV_WINDOW = 32
-"""candidate moves averaged into the typical move"""
+from tickpipe.quality.lookback import look_back
 
 BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+Number = TypeVar("Number", bound=np.generic)
+NO_TS = np.iinfo(np.int64).min
+"""no candidate yet: the floor below every timestamp"""
+_NONE: IntArray = np.zeros(0, dtype=np.int64)
 
 
 class Rule(IntEnum):
@@ -72,18 +77,26 @@ class Columns:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class GroupState:
-    """Per-group state gathered from the stage, one entry per group, numpy-aligned."""
+    """What the stage carries for each group of the batch, numpy-aligned by group."""
 
     starts: IntArray
+    counts: IntArray
+    group: IntArray
+    """each row's group"""
     last_seq: IntArray
     last_ts: IntArray
-    tails: list[FloatArray]
-    """per group, the last ``tail_length(window)`` candidate prices (NaN-padded)"""
+    tails: FloatArray
+    """[group, W]: the last W candidate prices, NaN-padded; W covers every window"""
     windows: IntArray
     future_ns: IntArray
     max_age_ns: IntArray
     outlier_pct: FloatArray
     outlier_k: FloatArray
+    gap_ns: IntArray
+
+    def per_row(self, values: npt.NDArray[Number]) -> npt.NDArray[Number]:
+        """A per-group array aligned to rows; one group's broadcasts as it is."""
+        return values if values.size == 1 else values[self.group]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,6 +106,16 @@ class Verdict:
     """the outlier rule's reference price per row (NaN where it did not apply)"""
     candidate: BoolArray
     """rows that passed every rule before ``outlier``: what the look-back carries"""
+    seq_floor: IntArray
+    """per row, the highest seq before it (the state's included): the duplicate bar"""
+    ts_floor: IntArray
+    """per row, the latest candidate ts_event before it: the out-of-order and gap floor"""
+    last_seq: IntArray
+    """per group, the state to carry: the highest seq seen"""
+    last_ts: IntArray
+    """per group, the state to carry: the latest candidate ts_event"""
+    tails: FloatArray | None
+    """per group, the tails to carry; None when the kind has no outlier rule"""
 
     @property
     def accepted(self) -> BoolArray:
@@ -100,119 +123,101 @@ class Verdict:
         return ok
 
 
-def _group_index(starts: IntArray, n: int) -> IntArray:
-    return np.repeat(np.arange(starts.size), np.diff(np.r_[starts, n]))
-
-
 def evaluate(cols: Columns, state: GroupState, now_ns: int) -> Verdict:
-    n = cols.ts_event.size
-    group = _group_index(state.starts, n)
-    rule = np.zeros(n, dtype=np.int8)
+    with np.errstate(all="ignore"):  # NaN and inf prices get verdicts, not warnings
+        return _evaluate(cols, state, now_ns)
 
-    def apply(mask: BoolArray, which: Rule) -> None:
-        rule[(rule == 0) & mask] = which
 
-    finite = np.ones(n, dtype=bool)
-    for arr in cols.prices:
-        finite &= np.isfinite(arr)
-    apply(~finite, Rule.NON_FINITE)
-    with np.errstate(invalid="ignore"):
-        for arr in cols.prices:
-            apply(arr < 0 if cols.zero_price_ok else arr <= 0, Rule.NON_POSITIVE_PRICE)
-        for arr in cols.sizes:
-            apply(~np.isfinite(arr) | (arr < 0), Rule.BAD_SIZE)
-        if cols.bid_ask is not None:
-            bid, ask = cols.bid_ask
-            apply(bid > ask, Rule.CROSSED)
+def _evaluate(cols: Columns, state: GroupState, now_ns: int) -> Verdict:
+    rule = _value_rules(cols)
     ts = cols.ts_event
-    apply(ts > now_ns + state.future_ns[group], Rule.FUTURE_TS)
-    max_age = state.max_age_ns[group]
-    apply((max_age > 0) & (ts < now_ns - max_age), Rule.ANCIENT_TS)
+    free = rule == 0
+    max_age = state.per_row(state.max_age_ns)
+    # the later rule first, so that a row failing both keeps the earlier one
+    rule[free & (max_age > 0) & (ts < now_ns - max_age)] = Rule.ANCIENT_TS
+    rule[free & (ts > now_ns + state.per_row(state.future_ns))] = Rule.FUTURE_TS
 
-    prev_seq = segmented_prev_max(cols.seq, state.starts, state.last_seq)
-    apply(cols.seq <= prev_seq, Rule.DUPLICATE)
+    seq_floor = segmented_prev_max(cols.seq, state.starts, state.last_seq, state.group)
+    rule[(rule == 0) & (cols.seq <= seq_floor)] = Rule.DUPLICATE
 
-    candidate_ts = np.where(rule == 0, ts, np.iinfo(np.int64).min)
-    prev_ts = segmented_prev_max(candidate_ts, state.starts, state.last_ts)
-    apply(ts < prev_ts, Rule.OUT_OF_ORDER)
+    free = rule == 0
+    candidate_ts = np.where(free, ts, NO_TS)
+    ts_floor = segmented_prev_max(candidate_ts, state.starts, state.last_ts, state.group)
+    rule[free & (ts < ts_floor)] = Rule.OUT_OF_ORDER
 
     candidate = rule == 0
-    ref = np.full(n, np.nan)
+    last = state.starts + state.counts - 1
+    # an out-of-order row lies below its floor and a duplicate below its seq floor, so
+    # neither moves a maximum: the floors at each group's last row give the next state
+    last_seq = np.maximum(seq_floor[last], cols.seq[last])
+    last_ts = np.maximum(ts_floor[last], candidate_ts[last])
+    ref = np.empty(ts.size)
+    ref.fill(np.nan)
+    tails = None
     if cols.reference is not None:
-        ref, dev = _look_back(cols.reference, candidate, state)
-        with np.errstate(invalid="ignore"):
-            jump = np.abs(cols.reference - ref)
-            limit = np.maximum(state.outlier_k[group] * dev, state.outlier_pct[group] * ref)
-            apply(jump > limit, Rule.OUTLIER)
-    return Verdict(rule=rule, ref=ref, candidate=candidate)
+        tails, outlier = _outliers(cols.reference, candidate, state, ref)
+        rule[outlier] = Rule.OUTLIER
+    return Verdict(rule, ref, candidate, seq_floor, ts_floor, last_seq, last_ts, tails)
 
 
-def tail_length(window: int) -> int:
-    """Candidate prices carried per group: enough for the median and the typical move."""
-    return max(window, DEV_WINDOW + 1)
+def _value_rules(cols: Columns) -> npt.NDArray[np.int8]:
+    """The rules that read one row alone. Assigned last rule first, so that each row ends
+    with the first rule it fails."""
+    rule = np.zeros(cols.ts_event.size, dtype=np.int8)
+    if cols.bid_ask is not None:
+        bid, ask = cols.bid_ask
+        rule[bid > ask] = Rule.CROSSED
+    for arr in cols.sizes:
+        rule[~np.isfinite(arr) | (arr < 0)] = Rule.BAD_SIZE
+    for arr in cols.prices:
+        rule[arr < 0 if cols.zero_price_ok else arr <= 0] = Rule.NON_POSITIVE_PRICE
+    for arr in cols.prices:
+        rule[~np.isfinite(arr)] = Rule.NON_FINITE
+    return rule
 
 
-def _look_back(
-    values: FloatArray, candidate: BoolArray, state: GroupState
-) -> tuple[FloatArray, FloatArray]:
-    """Per candidate row: the median of the previous ``w`` candidate values and the mean
-    absolute move over the previous ``DEV_WINDOW`` (0 before there is any)."""
-    n = values.size
-    ref = np.full(n, np.nan)
-    dev = np.zeros(n)
-    ends = np.r_[state.starts[1:], n]
-    for g, (start, end) in enumerate(zip(state.starts, ends, strict=True)):
-        rows = np.flatnonzero(candidate[start:end]) + start
-        if rows.size == 0:
-            continue
-        tail, w = state.tails[g], int(state.windows[g])
-        ext = np.concatenate((tail, values[rows]))
-        k = tail.size
-        medians = sliding_window_view(ext[k - w :], w)[: rows.size]
-        moves = np.abs(np.diff(ext[k - DEV_WINDOW - 1 :]))
-        recent = sliding_window_view(moves, DEV_WINDOW)[: rows.size]
-        with np.errstate(all="ignore"):
-            ref[rows] = _nan_median_rows(medians)
-            counted = np.sum(~np.isnan(recent), axis=1)
-            dev[rows] = np.where(counted > 0, np.nansum(recent, axis=1) / np.maximum(counted, 1), 0)
-    return ref, dev
-
-
-def _nan_median_rows(windows: FloatArray) -> FloatArray:
-    """Row medians ignoring NaN (the warm-up padding), without numpy's all-NaN warning."""
-    ordered = np.sort(windows, axis=1)  # NaN sorts last
-    valid = np.sum(~np.isnan(windows), axis=1)
-    lo = np.maximum((valid - 1) // 2, 0)
-    hi = np.maximum(valid // 2, 0)
-    rows = np.arange(windows.shape[0])
-    med = (ordered[rows, lo] + ordered[rows, hi]) / 2
-    return np.where(valid > 0, med, np.nan)
+def _outliers(
+    reference: FloatArray, candidate: BoolArray, state: GroupState, ref: FloatArray
+) -> tuple[FloatArray, IntArray]:
+    """Fills ``ref`` (the median each candidate was held against); returns the tails to
+    carry and the outlier rows. Only candidates see or feed the look-back."""
+    rows = candidate.nonzero()[0]
+    values = reference[rows]
+    if state.counts.size == 1:
+        group = np.zeros(rows.size, dtype=np.int64)
+        counts = np.array([rows.size], dtype=np.int64)
+        outlier_k, outlier_pct = state.outlier_k, state.outlier_pct
+    else:
+        group = state.group[rows]
+        counts = np.bincount(group, minlength=state.counts.size).astype(np.int64)
+        outlier_k, outlier_pct = state.outlier_k[group], state.outlier_pct[group]
+    look = look_back(values, group, counts, state.tails, state.windows)
+    ref[rows] = look.median
+    limit = np.maximum(outlier_k * look.dev, outlier_pct * look.median)
+    return look.tails, rows[np.abs(values - look.median) > limit]
 
 
 def time_gaps(
-    ts: IntArray, candidate: BoolArray, starts: IntArray, last_ts: IntArray, gap_ns: IntArray
-) -> tuple[IntArray, IntArray, IntArray]:
-    """Candidate rows that end a silence longer than the group's limit:
-    (row, gap_start_ns, group). The silence is measured between candidates, so an outlier
-    print still shows that the feed was alive."""
-    n = ts.size
-    group = _group_index(starts, n)
-    marked = np.where(candidate, ts, np.iinfo(np.int64).min)
-    prev = segmented_prev_max(marked, starts, last_ts)
-    has_prev = prev > np.iinfo(np.int64).min
-    hit = candidate & has_prev & ((ts - prev) > gap_ns[group])
-    rows = np.flatnonzero(hit)
-    return rows, prev[rows], group[rows]
+    ts: IntArray, candidate: BoolArray, ts_floor: IntArray, gap_ns: IntArray
+) -> tuple[IntArray, IntArray]:
+    """Candidate rows that end a silence longer than their group's limit: (row,
+    gap_start_ns). The silence is measured between candidates, so an outlier print still
+    shows that the feed was alive."""
+    has_prev = ts_floor > NO_TS
+    long = ts - np.where(has_prev, ts_floor, ts) > gap_ns
+    if not long.any():
+        return _NONE, _NONE
+    rows = (candidate & has_prev & long).nonzero()[0]
+    return rows, ts_floor[rows]
 
 
 def sequence_gaps(
-    seq: IntArray, rule: npt.NDArray[np.int8], starts: IntArray, last_seq: IntArray
+    seq: IntArray, rule: npt.NDArray[np.int8], seq_floor: IntArray
 ) -> tuple[IntArray, IntArray]:
     """Rows whose seq jumps past the previous one: (row, missing count). Duplicates ignored."""
-    fresh = rule != Rule.DUPLICATE
-    marked = np.where(fresh, seq, np.iinfo(np.int64).min)
-    prev = segmented_prev_max(marked, starts, last_seq)
-    started = prev > 0
-    missing = seq - prev - 1
-    rows = np.flatnonzero(fresh & started & (missing > 0))
+    missing = seq - seq_floor - 1
+    jumped = missing > 0
+    if not jumped.any():
+        return _NONE, _NONE
+    rows = ((rule != Rule.DUPLICATE) & (seq_floor > 0) & jumped).nonzero()[0]
     return rows, missing[rows]
