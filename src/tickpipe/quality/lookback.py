@@ -150,8 +150,8 @@ def _typical_move(flat: FloatArray, position: IntArray) -> FloatArray:
 
 
 def window_sums(x: FloatArray) -> FloatArray:
-    """``out[s]`` = the sum of ``x[s : s + DEV_WINDOW]``, added in numpy's order for 32
-    values (eight running sums of every eighth value, then pairwise), so each window's sum
+    """``out[s]`` = the sum of ``x[s : s + DEV_WINDOW]`` (written out for 32), added in
+    numpy's order for 32 values (eight running sums of every eighth value, then pairwise), so each window's sum
     is the bits ``np.sum`` gives it and depends on nothing outside the window: six shifted
     adds over the array instead of 32 per window, and unlike a difference of cumulative
     sums no rounding carried in from earlier windows, which would make a verdict depend on
