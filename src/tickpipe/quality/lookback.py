@@ -15,7 +15,6 @@ the same bits the previous per-group implementation (np.sort, np.nansum) gave.
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +25,7 @@ NETWORK_FROM = 256
 """candidates from which a sorting network beats ``np.sort``'s call per window (measured:
 1 µs for one window; 2 ms for 65,536 windows of 5, against 0.6 ms for the network)"""
 
+BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 
@@ -51,91 +51,111 @@ def look_back(
     """``values``: the candidates' prices in row order, ``group`` their group, ``counts``
     candidates per group; ``tails`` [group, W] and ``windows`` [group] from the state."""
     width = tails.shape[1]
-    if counts.size == 1:
+    position: Index
+    if counts.size == 1:  # one symbol: its candidates sit in one run, read by slices
         flat = np.concatenate((tails[0], values))
-        position = width + np.arange(values.size)
+        position = slice(width, width + values.size)
         carried = flat[None, -width:]
     else:
         ends = np.arange(width, width * (counts.size + 1), width) + counts.cumsum()
         position = group * width + (width + np.arange(values.size))
         flat = np.empty(ends[-1])
         flat[position] = values
-        flat[(ends - counts)[:, None] + _lanes(width)] = tails
-        carried = flat[ends[:, None] + _lanes(width)]
+        runs = _runs(flat, width)
+        runs[ends - counts - width] = tails
+        carried = runs[ends - width]
     if values.size == 0:
         return LookBack(np.zeros(0), np.zeros(0), carried)
     window = _windows(flat, position, windows, group)
     return LookBack(_median(window), _typical_move(flat, position), carried)
 
 
-@functools.cache
-def _lanes(width: int) -> IntArray:
-    """``-width .. -1``: a block's offsets back from its end."""
-    return np.arange(-width, 0, dtype=np.int64)
+Index = slice | IntArray
+"""flat positions: a run (one symbol) or one per candidate"""
 
 
-@functools.cache
-def _back(window: int) -> IntArray:
-    """[window, 1]: offsets ``-window .. -1`` down the rows of a window matrix."""
-    return np.arange(-window, 0, dtype=np.int64)[:, None]
+def _shift(index: Index, by: int) -> Index:
+    if isinstance(index, slice):
+        return slice(index.start + by, index.stop + by)
+    return index + by
 
 
-def _windows(
-    flat: FloatArray, position: IntArray, windows: IntArray, group: IntArray
-) -> FloatArray:
-    """[w, candidate]: each candidate's previous ``w`` prices down its column; a shorter
-    window's extra rows hold NaN, which the median ignores."""
-    widest = int(windows.max()) if windows.size > 1 else int(windows[0])
-    if windows.size == 1 or int(windows.min()) == widest:
-        window: FloatArray = flat[position + _back(widest)]
+def _runs(flat: FloatArray, width: int) -> FloatArray:
+    """[start, width]: row ``s`` is ``flat[s : s + width]``, a view. Rows overlap, so only
+    disjoint ones may be written (a group's tail is its own); a row per group is one copy
+    each way where a [group, width] index cost 4-10 times as much for 1,000 groups."""
+    runs: FloatArray = np.lib.stride_tricks.as_strided(
+        flat, shape=(flat.size - width + 1, width), strides=(flat.itemsize, flat.itemsize)
+    )
+    return runs
+
+
+def _windows(flat: FloatArray, position: Index, windows: IntArray, group: IntArray) -> FloatArray:
+    """[w, candidate], a new array: each candidate's previous ``w`` prices down its column;
+    a shorter window's extra rows hold NaN, which the median ignores. Filled a row (an
+    offset back) at a time, as a slice of the run or a gather with one index for all rows
+    (a [w, candidate] index costs as much again as the prices: 4 ms at 65,536)."""
+    widest = int(windows.max())
+    n = position.stop - position.start if isinstance(position, slice) else position.size
+    window = np.empty((widest, n))
+    if isinstance(position, slice):
+        for m in range(widest):
+            window[m] = flat[_shift(position, m - widest)]
         return window
-    own = windows[group]
-    row = np.arange(widest)[:, None]
-    inside = row < own
-    index = position - own + row
-    return np.where(inside, flat[np.where(inside, index, 0)], np.nan)
+    same = int(windows.min()) == widest
+    own = widest if same else windows[group]
+    start = position - own
+    for m in range(widest):
+        # flat[m:] at start is flat at start + m, without an index array per row; past a
+        # shorter window's end the gather reads neighbours, masked right after
+        np.take(flat[m:], start, out=window[m], mode="clip")
+    if not same:
+        window[np.arange(widest)[:, None] >= own] = np.nan
+    return window
 
 
 def _median(window: FloatArray) -> FloatArray:
     """Column medians as np.sort orders them (NaN last): the mean of the two middle valid
-    values, NaN for a column without any."""
-    ordered = _sorted_columns(window)
+    values, NaN for a column without any. Sorts ``window`` in place."""
     widest = window.shape[0]
     missing = np.isnan(window)
     if not missing.any():
-        middle: FloatArray = (ordered[(widest - 1) // 2] + ordered[widest // 2]) / 2
+        _sort_columns(window, None)
+        middle: FloatArray = (window[(widest - 1) // 2] + window[widest // 2]) / 2
         return middle
     valid = widest - np.count_nonzero(missing, axis=0)
+    _sort_columns(window, missing)
     columns = np.arange(window.shape[1])
     lo = np.maximum((valid - 1) // 2, 0)
     hi = np.maximum(valid // 2, 0)
-    middle = (ordered[lo, columns] + ordered[hi, columns]) / 2
+    middle = (window[lo, columns] + window[hi, columns]) / 2
     median: FloatArray = np.where(valid > 0, middle, np.nan)
     return median
 
 
-def _sorted_columns(window: FloatArray) -> FloatArray:
-    """Each column sorted ascending. The valid values come first either way: np.sort puts
-    NaN last, and the network sorts NaN as +inf (a real +inf equals it, so the values at
-    valid positions are the same)."""
+def _sort_columns(window: FloatArray, missing: BoolArray | None) -> None:
+    """Each column sorted ascending, in place. The valid values come first either way:
+    np.sort puts NaN last, and the network sorts NaN as +inf (a real +inf equals it, so
+    the values at valid positions are the same)."""
     if window.shape[1] < NETWORK_FROM:
-        return np.sort(window, axis=0)
-    rows = np.where(np.isnan(window), np.inf, window)
-    n = rows.shape[0]
-    low = np.empty(rows.shape[1])
+        window.sort(axis=0)
+        return
+    if missing is not None:
+        window[missing] = np.inf
+    n = window.shape[0]
+    low = np.empty(window.shape[1])
     for rnd in range(n):  # odd-even transposition: n rounds sort n rows (a row per offset)
         for i in range(rnd % 2, n - 1, 2):
-            np.minimum(rows[i], rows[i + 1], out=low)
-            np.maximum(rows[i], rows[i + 1], out=rows[i + 1])
-            rows[i] = low
-    return rows
+            np.minimum(window[i], window[i + 1], out=low)
+            np.maximum(window[i], window[i + 1], out=window[i + 1])
+            window[i] = low
 
 
-def _typical_move(flat: FloatArray, position: IntArray) -> FloatArray:
+def _typical_move(flat: FloatArray, position: Index) -> FloatArray:
     """Mean absolute move over each candidate's previous DEV_WINDOW prices, counting only
     the moves that are numbers (none while the tail is still NaN padding)."""
     moves = np.abs(flat[1:] - flat[:-1])
-    first = position - (DEV_WINDOW + 1)
+    first = _shift(position, -(DEV_WINDOW + 1))
     missing = np.isnan(moves)
     if not missing.any():
         full: FloatArray = window_sums(moves)[first] / DEV_WINDOW
@@ -144,7 +164,7 @@ def _typical_move(flat: FloatArray, position: IntArray) -> FloatArray:
     present = np.empty(moves.size + 1, dtype=np.int64)
     present[0] = 0
     np.cumsum(~missing, out=present[1:])
-    counted = present[first + DEV_WINDOW] - present[first]
+    counted = present[_shift(first, DEV_WINDOW)] - present[first]
     dev: FloatArray = np.where(counted > 0, total / np.maximum(counted, 1), 0.0)
     return dev
 

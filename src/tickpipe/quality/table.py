@@ -25,35 +25,31 @@ from tickpipe.quality.lookback import tail_length
 from tickpipe.quality.rules import NO_TS, GroupState, Verdict
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
 Item = TypeVar("Item", bound=np.generic)
-
-LIMITS = np.dtype(
-    [
-        ("window", np.int64),
-        ("future_ns", np.int64),
-        ("max_age_ns", np.int64),
-        ("gap_ns", np.int64),
-        ("outlier_pct", np.float64),
-        ("outlier_k", np.float64),
-    ]
-)
-"""one record per symbol, so a batch's limits are one gather"""
 FIRST_CAPACITY = 8
 
 
 class SymbolTable:
     """Symbols of one (kind, source) and their state; capacity doubles as symbols arrive,
-    so a feed discovering an option chain one contract at a time copies O(n) in all."""
+    so a feed discovering an option chain one contract at a time copies O(n) in all.
+    Every per-symbol value is its own 1-D array: a gather of a structured record per
+    symbol measured 40 µs for 1,000 symbols, six plain gathers 6 µs."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._ids: dict[str, int] = {}
         self.symbols: list[str] = []
         """id -> symbol"""
-        self.limits: npt.NDArray[np.void] = np.zeros(FIRST_CAPACITY, LIMITS)
+        self.window: IntArray = np.zeros(FIRST_CAPACITY, np.int64)
+        self.future_ns: IntArray = np.zeros(FIRST_CAPACITY, np.int64)
+        self.max_age_ns: IntArray = np.zeros(FIRST_CAPACITY, np.int64)
+        self.gap_ns: IntArray = np.zeros(FIRST_CAPACITY, np.int64)
+        self.outlier_pct: FloatArray = np.zeros(FIRST_CAPACITY)
+        self.outlier_k: FloatArray = np.zeros(FIRST_CAPACITY)
         self.last_seq: IntArray = np.zeros(FIRST_CAPACITY, np.int64)
         self.last_ts: IntArray = np.full(FIRST_CAPACITY, NO_TS, np.int64)
-        self.tails: npt.NDArray[np.float64] = np.full((FIRST_CAPACITY, tail_length(0)), np.nan)
+        self.tails: FloatArray = np.full((FIRST_CAPACITY, tail_length(0)), np.nan)
         """[id, W]: the last W candidate prices, newest last; W fits the widest window"""
 
     def ids(self, symbols: list[str]) -> IntArray:
@@ -72,17 +68,12 @@ class SymbolTable:
         ids = np.arange(first, first + len(symbols), dtype=np.int64)
         self._reserve(first + len(symbols))
         limits = [self._settings.thresholds(s) for s in symbols]
-        self.limits[ids] = [
-            (
-                t.outlier_window,
-                int(t.future_tolerance_s * NS_PER_SECOND),
-                int(t.max_age_s * NS_PER_SECOND),
-                int(t.gap_seconds * NS_PER_SECOND),
-                t.outlier_pct,
-                t.outlier_k,
-            )
-            for t in limits
-        ]
+        self.window[ids] = [t.outlier_window for t in limits]
+        self.future_ns[ids] = [int(t.future_tolerance_s * NS_PER_SECOND) for t in limits]
+        self.max_age_ns[ids] = [int(t.max_age_s * NS_PER_SECOND) for t in limits]
+        self.gap_ns[ids] = [int(t.gap_seconds * NS_PER_SECOND) for t in limits]
+        self.outlier_pct[ids] = [t.outlier_pct for t in limits]
+        self.outlier_k[ids] = [t.outlier_k for t in limits]
         self._widen(max(tail_length(t.outlier_window) for t in limits))
         self._ids.update(zip(symbols, ids.tolist(), strict=True))
         self.symbols.extend(symbols)
@@ -94,7 +85,12 @@ class SymbolTable:
             return
         while capacity < size:
             capacity *= 2
-        self.limits = _grown(self.limits, capacity, np.zeros(1, LIMITS)[0])
+        self.window = _grown(self.window, capacity, 0)
+        self.future_ns = _grown(self.future_ns, capacity, 0)
+        self.max_age_ns = _grown(self.max_age_ns, capacity, 0)
+        self.gap_ns = _grown(self.gap_ns, capacity, 0)
+        self.outlier_pct = _grown(self.outlier_pct, capacity, 0.0)
+        self.outlier_k = _grown(self.outlier_k, capacity, 0.0)
         self.last_seq = _grown(self.last_seq, capacity, 0)
         self.last_ts = _grown(self.last_ts, capacity, NO_TS)
         tails = np.full((capacity, self.tails.shape[1]), np.nan)
@@ -109,7 +105,6 @@ class SymbolTable:
             self.tails = np.concatenate((pad, self.tails), axis=1)
 
     def gather(self, ids: IntArray, grouped: Grouped) -> GroupState:
-        limits = self.limits[ids]
         return GroupState(
             starts=grouped.starts,
             counts=grouped.counts,
@@ -117,12 +112,12 @@ class SymbolTable:
             last_seq=self.last_seq[ids],
             last_ts=self.last_ts[ids],
             tails=self.tails[ids],
-            windows=limits["window"],
-            future_ns=limits["future_ns"],
-            max_age_ns=limits["max_age_ns"],
-            outlier_pct=limits["outlier_pct"],
-            outlier_k=limits["outlier_k"],
-            gap_ns=limits["gap_ns"],
+            windows=self.window[ids],
+            future_ns=self.future_ns[ids],
+            max_age_ns=self.max_age_ns[ids],
+            outlier_pct=self.outlier_pct[ids],
+            outlier_k=self.outlier_k[ids],
+            gap_ns=self.gap_ns[ids],
         )
 
     def scatter(self, ids: IntArray, verdict: Verdict) -> None:
