@@ -46,28 +46,43 @@ def tail_length(window: int) -> int:
 
 
 def look_back(
-    values: FloatArray, group: IntArray, counts: IntArray, tails: FloatArray, windows: IntArray
+    values: FloatArray,
+    group: IntArray | None,
+    counts: IntArray,
+    tails: FloatArray,
+    windows: IntArray,
 ) -> LookBack:
-    """``values``: the candidates' prices in row order, ``group`` their group, ``counts``
-    candidates per group; ``tails`` [group, W] and ``windows`` [group] from the state."""
-    width = tails.shape[1]
-    position: Index
-    if counts.size == 1:  # one symbol: its candidates sit in one run, read by slices
+    """``values``: the candidates' prices in row order, ``group`` their group (None: one
+    group), ``counts`` candidates per group; ``tails`` [group, W] and ``windows`` [group]
+    from the state."""
+    empty = np.zeros(0)
+    if group is None:  # one symbol: its candidates sit in one run, read by slices
         flat = np.concatenate((tails[0], values))
-        position = slice(width, width + values.size)
-        carried = flat[None, -width:]
-    else:
-        ends = np.arange(width, width * (counts.size + 1), width) + counts.cumsum()
-        position = group * width + (width + np.arange(values.size))
-        flat = np.empty(ends[-1])
-        flat[position] = values
-        runs = _runs(flat, width)
-        runs[ends - counts - width] = tails
-        carried = runs[ends - width]
+        run = slice(tails.shape[1], flat.size)
+        carried = flat[None, -tails.shape[1] :]
+        if values.size == 0:
+            return LookBack(empty, empty, carried)
+        window = _run_windows(flat, run, int(windows[0]))
+        return LookBack(_median(window), _typical_move(flat, run), carried)
+    flat, position, carried = _blocks(values, group, counts, tails)
     if values.size == 0:
-        return LookBack(np.zeros(0), np.zeros(0), carried)
-    window = _windows(flat, position, windows, group)
+        return LookBack(empty, empty, carried)
+    window = _gathered_windows(flat, position, windows, group)
     return LookBack(_median(window), _typical_move(flat, position), carried)
+
+
+def _blocks(
+    values: FloatArray, group: IntArray, counts: IntArray, tails: FloatArray
+) -> tuple[FloatArray, IntArray, FloatArray]:
+    """(the flat array, each candidate's position in it, each group's tail after it)."""
+    width = tails.shape[1]
+    ends = np.arange(width, width * (counts.size + 1), width) + counts.cumsum()
+    position = group * width + (width + np.arange(values.size))
+    flat = np.empty(ends[-1])
+    flat[position] = values
+    runs = _runs(flat, width)
+    runs[ends - counts - width] = tails
+    return flat, position, runs[ends - width]
 
 
 Index = slice | IntArray
@@ -90,18 +105,23 @@ def _runs(flat: FloatArray, width: int) -> FloatArray:
     return runs
 
 
-def _windows(flat: FloatArray, position: Index, windows: IntArray, group: IntArray) -> FloatArray:
-    """[w, candidate], a new array: each candidate's previous ``w`` prices down its column;
-    a shorter window's extra rows hold NaN, which the median ignores. Filled a row (an
-    offset back) at a time, as a slice of the run or a gather with one index for all rows
-    (a [w, candidate] index costs as much again as the prices: 4 ms at 65,536)."""
+def _run_windows(flat: FloatArray, run: slice, width: int) -> FloatArray:
+    """[w, candidate], a new array: row ``m`` holds each candidate's price ``w - m`` back,
+    a slice of the run per row (a [w, candidate] index costs as much again as the prices
+    it fetches: 4 ms at 65,536)."""
+    window = np.empty((width, run.stop - run.start))
+    for m in range(width):
+        window[m] = flat[_shift(run, m - width)]
+    return window
+
+
+def _gathered_windows(
+    flat: FloatArray, position: IntArray, windows: IntArray, group: IntArray
+) -> FloatArray:
+    """As ``_run_windows`` for candidates of several groups: one index serves every row,
+    and a shorter window's extra rows hold NaN, which the median ignores."""
     widest = int(windows.max())
-    n = position.stop - position.start if isinstance(position, slice) else position.size
-    window = np.empty((widest, n))
-    if isinstance(position, slice):
-        for m in range(widest):
-            window[m] = flat[_shift(position, m - widest)]
-        return window
+    window = np.empty((widest, position.size))
     same = int(windows.min()) == widest
     own = widest if same else windows[group]
     start = position - own

@@ -151,11 +151,12 @@ def _evaluate(cols: Columns, state: GroupState, now_ns: int) -> Verdict:
     # neither moves a maximum: the floors at each group's last row give the next state
     last_seq = np.maximum(seq_floor[last], cols.seq[last])
     last_ts = np.maximum(ts_floor[last], candidate_ts[last])
-    ref = np.empty(ts.size)
-    ref.fill(np.nan)
-    tails = None
-    if cols.reference is not None:
-        tails, outlier = _outliers(cols.reference, candidate, state, ref)
+    if cols.reference is None:
+        ref = np.empty(ts.size)
+        ref.fill(np.nan)
+        tails = None
+    else:
+        ref, tails, outlier = _outliers(cols.reference, candidate, state)
         rule[outlier] = Rule.OUTLIER
     return Verdict(rule, ref, candidate, seq_floor, ts_floor, last_seq, last_ts, tails)
 
@@ -177,24 +178,29 @@ def _value_rules(cols: Columns) -> npt.NDArray[np.int8]:
 
 
 def _outliers(
-    reference: FloatArray, candidate: BoolArray, state: GroupState, ref: FloatArray
-) -> tuple[FloatArray, IntArray]:
-    """Fills ``ref`` (the median each candidate was held against); returns the tails to
-    carry and the outlier rows. Only candidates see or feed the look-back."""
-    rows = candidate.nonzero()[0]
-    values = reference[rows]
-    if state.counts.size == 1:
-        group = np.zeros(rows.size, dtype=np.int64)
-        counts = np.array([rows.size], dtype=np.int64)
-        outlier_k, outlier_pct = state.outlier_k, state.outlier_pct
-    else:
-        group = state.group[rows]
+    reference: FloatArray, candidate: BoolArray, state: GroupState
+) -> tuple[FloatArray, FloatArray, IntArray]:
+    """(the median each row was held against, NaN where none; the tails to carry; the
+    outlier rows). Only candidates see or feed the look-back; when every row is one (an
+    import chunk, a clean tick) nothing is gathered or scattered."""
+    rows = None if candidate.all() else candidate.nonzero()[0]
+    values = reference if rows is None else reference[rows]
+    group: IntArray | None = None
+    counts = np.array([values.size], dtype=np.int64)
+    outlier_k, outlier_pct = state.outlier_k, state.outlier_pct
+    if state.counts.size > 1:
+        group = state.group if rows is None else state.group[rows]
         counts = np.bincount(group, minlength=state.counts.size).astype(np.int64)
-        outlier_k, outlier_pct = state.outlier_k[group], state.outlier_pct[group]
+        outlier_k, outlier_pct = outlier_k[group], outlier_pct[group]
     look = look_back(values, group, counts, state.tails, state.windows)
-    ref[rows] = look.median
     limit = np.maximum(outlier_k * look.dev, outlier_pct * look.median)
-    return look.tails, rows[np.abs(values - look.median) > limit]
+    jumped = (np.abs(values - look.median) > limit).nonzero()[0]
+    if rows is None:
+        return look.median, look.tails, jumped
+    ref = np.empty(reference.size)
+    ref.fill(np.nan)
+    ref[rows] = look.median
+    return ref, look.tails, rows[jumped]
 
 
 def time_gaps(
