@@ -12,7 +12,8 @@ would mostly measure the neighbours).
 - 10 and 100 trades over 5 symbols, and 10 trades with 10 quotes: a busy feed's ~1 ms
   tick;
 - one quote for each of 1,000 symbols in one call: a wide watch-list tick;
-- 65,536 trades of one symbol: the shape of a ``.scid`` bulk import delivery.
+- 65,536 trades of one symbol: a bulk delivery; and a million trades with a million
+  quotes of one symbol: what the ``.scid`` importer hands quality per call (one chunk).
 
 ``group_by_symbol`` is timed on its own for the 1-event and 1,000-symbol batches.
 
@@ -115,6 +116,7 @@ CASES = [
     Case("10 trades + 10 quotes, 5 symbols", 2000, 100, lambda n: both(n, 10, 5)),
     Case("1,000 symbols x 1 quote", 100, 5, lambda n: deliveries(Kind.QUOTE, n, 1000, 1000)),
     Case("65,536 trades, 1 symbol", 15, 2, lambda n: deliveries(Kind.TRADE, n, 65_536, 1)),
+    Case("1 M trades + 1 M quotes, 1 symbol", 3, 1, lambda n: both(n, 1_000_000, 1)),
 ]
 
 
@@ -140,7 +142,7 @@ def run_case(case: Case, repeat: int, settings: Settings) -> None:
     us = np.array(samples) / 1000
     p50, p90, p99 = np.percentile(us, [50, 90, 99])
     print(
-        f"{case.name:<33} µs/call median of {repeat} repeats: min {min(medians):9.1f}  "
+        f"{case.name:<35} µs/call median of {repeat} repeats: min {min(medians):9.1f}  "
         f"median {float(np.median(medians)):9.1f}  max {max(medians):9.1f}   |  "
         f"per call p50 {p50:.1f}  p90 {p90:.1f}  p99 {p99:.1f}  max {us.max():.1f} "
         f"(n={us.size})  |  events/s at the median call {float(np.median(rates)):,.0f}"
