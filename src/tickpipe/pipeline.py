@@ -254,6 +254,7 @@ class Pipeline:
         finally:
             await self.flush_once(force=True)
             await self.hot.close()
+            self._quality_thread.shutdown(wait=False)
             if self._lock is not None:
                 self._lock.close()  # releases the flock
                 self._lock = None
