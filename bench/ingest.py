@@ -1,7 +1,19 @@
-"""Ingest throughput: simulator -> quality -> hub -> journal (fsync) -> hot store, bus, GEX.
+"""Ingest throughput and delay, three ways (``--mode``, default all of them):
 
-Two shapes of delivery, each beside the simulator alone (the baseline), measured in this
-process right before and right after the pipeline (the two show the machine's drift):
+``prebuilt``: live-sized deliveries (1, 10, 100 quotes over 5 symbols) made up front and
+emitted through a real source context into the pipeline (intake -> tick -> quality ->
+journal fsync -> hot store, bus, GEX): events/s from the first emit until every event is
+accepted (fsync'd) and fanned out, ``--repeat`` times (min/median/max), beside the same
+source into an intake that does nothing (the baseline). Memory mode, then Redis mode.
+
+``feed``: the DXLink fake in a process of its own sends Quote frames of 10 at a set rate
+(``--rates``) to the real tastytrade source: frames received, the send-to-visible delay
+per frame (p50/p99/max, visible = offered to the hot store, bus and WebSocket readers),
+and the socket backlog. The knee is the first rate whose delay keeps growing.
+
+``simulator``: the built-in simulator's deliveries of the sizes below, each beside the
+simulator alone (the baseline), measured in this process right before and right after the
+pipeline (the two show the machine's drift):
 
   - live-feed-sized deliveries of 1, 10 and 100 events (what a websocket frame carries):
     events *accepted* (journaled and fsync'd) per second over a ``--window`` after a
@@ -12,7 +24,8 @@ process right before and right after the pipeline (the two show the machine's dr
 
 Memory mode, then Redis mode when redis-server is installed.
 
-    python bench/ingest.py [--window 10] [--events 5000000] [--json out.json]
+    python bench/ingest.py [--mode prebuilt|feed|simulator] [--repeat 3] [--rates 1000,5000]
+                           [--window 10] [--events 5000000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -26,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _feed
+import _prebuilt
 from _util import figure, redis_server, write_json
 
 from tickpipe.clock import NS_PER_SECOND, SystemClock
@@ -111,8 +126,98 @@ async def end_to_end(settings: Settings) -> dict[str, Any]:
     }
 
 
+PREBUILT = ((1, 150_000), (10, 600_000), (100, 2_000_000))
+"""(events per delivery, events per run)"""
+
+
+def spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    return (
+        f"min {ordered[0]:,.0f} / median {ordered[len(ordered) // 2]:,.0f} / max {ordered[-1]:,.0f}"
+    )
+
+
+def prebuilt_mode(repeat: int, url: str | None, figures: list[dict[str, object]]) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for mode, redis_url in (("memory", None), ("redis", url)):
+        if mode == "redis" and redis_url is None:
+            print("prebuilt redis: skipped (redis-server not installed)")
+            continue
+        for size, total in PREBUILT:
+            items = _prebuilt.deliveries(total, size)
+            runs, alone = [], []
+            for _ in range(repeat):
+                alone.append(asyncio.run(_prebuilt.emit_alone(items)))
+                data = Path(tempfile.mkdtemp(prefix=f"tickpipe-prebuilt-{mode}-"))
+                runs.append(asyncio.run(_prebuilt.through_pipeline(data, items, redis_url)))
+            rates = [r["events_per_s"] for r in runs]
+            visible = [r["fanned_out_per_s"] for r in runs]
+            median = sorted(rates)[len(rates) // 2]
+            base = sorted(alone)[len(alone) // 2]
+            drops = [r["sink_drops"] for r in runs if r["sink_drops"]]
+            per_tick = sorted(r["deliveries_per_tick"] for r in runs)[len(runs) // 2]
+            print(
+                f"prebuilt {mode}, {size:>3} events/delivery: accepted {spread(rates)} events/s; "
+                f"fanned out {spread(visible)}; emitting alone {spread(alone)} "
+                f"(ratio {median / base:.3f}); {per_tick:,.0f} deliveries a tick; "
+                f"sink drops {drops or 'none'}",
+                flush=True,
+            )
+            raw[f"prebuilt-{mode}-{size}"] = runs
+            figures.append(
+                figure(
+                    f"ingest {mode}, pre-built {size}-event deliveries, accepted/s (median of {repeat})",
+                    median,
+                    "events/s",
+                    baseline=base,
+                    baseline_name="the same source into a no-op intake, same process",
+                    target={1: "≥ 50 k/s", 10: "≥ 300 k/s", 100: "≥ 300 k/s"}[size]
+                    if mode == "memory"
+                    else ("≥ 200 k/s" if size > 1 else ""),
+                    samples=total * repeat,
+                    limits=f"min/median/max {spread(rates)}; fanned out {spread(visible)}",
+                )
+            )
+    return raw
+
+
+def feed_mode(
+    rates: list[float], seconds: float, repeat: int, figures: list[dict[str, object]]
+) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for rate in rates:
+        runs = [asyncio.run(_feed.run_at(rate, seconds, 10)) for _ in range(repeat)]
+        p50 = [r["p50_ms"] for r in runs]
+        p99 = [r["p99_ms"] for r in runs]
+        seen = min(r["seen"] / r["frames"] for r in runs)
+        print(
+            f"feed {rate:,.0f} frames/s of 10 quotes: sent {spread([r['sent_per_s'] for r in runs])}"
+            f" frames/s; all visible {seen:.1%}; send->visible p50 "
+            f"{'/'.join(f'{v:.2f}' for v in sorted(p50))} ms, p99 "
+            f"{'/'.join(f'{v:.2f}' for v in sorted(p99))} ms (min/median/max); backlog max "
+            f"{max(r['backlog_max_bytes'] for r in runs):,} bytes",
+            flush=True,
+        )
+        raw[f"feed-{rate:g}"] = runs
+        figures.append(
+            figure(
+                f"DXLink fake {rate:,.0f} frames/s x 10 quotes, send->visible p99 (median of {repeat})",
+                sorted(p99)[len(p99) // 2],
+                "ms",
+                target="≤ 5 ms below the knee; ≥ 5,000 frames/s sustained",
+                samples=sum(r["frames"] for r in runs),
+                limits=f"p50 {sorted(p50)[len(p50) // 2]:.2f} ms; {seen:.1%} of frames visible",
+            )
+        )
+    return raw
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--mode", choices=("all", "prebuilt", "feed", "simulator"), default="all")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (prebuilt, feed)")
+    parser.add_argument("--rates", default="1000,2000,5000,8000", help="feed frames/s")
+    parser.add_argument("--feed-seconds", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--baseline-s", type=float, default=2.0)
@@ -122,6 +227,14 @@ def main() -> None:
     figures: list[dict[str, object]] = []
     raw: dict[str, Any] = {}
     with redis_server() as url:
+        if args.mode in ("all", "prebuilt"):
+            raw |= prebuilt_mode(args.repeat, url, figures)
+        if args.mode in ("all", "feed"):
+            rates = [float(r) for r in args.rates.split(",")]
+            raw |= feed_mode(rates, args.feed_seconds, args.repeat, figures)
+        if args.mode not in ("all", "simulator"):
+            write_json(args.json, figures, raw=raw)
+            return
         for mode, redis_url in (("memory", None), ("redis", url)):
             if mode == "redis" and redis_url is None:
                 print("redis: skipped (redis-server not installed)")
