@@ -45,18 +45,23 @@ def _dump_asyncio_tasks_before_the_timeout(request: pytest.FixtureRequest) -> It
 
 
 def _dump_tasks(nodeid: str) -> None:
-    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
-    sys.stderr.write(f"\n+++ {nodeid} is about to time out; asyncio tasks:\n")
-    for loop in loops:
-        if loop.is_closed():
-            continue
-        try:
-            tasks = list(asyncio.all_tasks(loop))
-        except RuntimeError:  # the set changed while we read it from this thread
-            continue
-        for task in tasks:
-            task.print_stack(limit=20, file=sys.stderr)
-    sys.stderr.flush()
+    """To the real stderr (pytest's capture may never be shown: the timeout exits)."""
+    out = sys.__stderr__ or sys.stderr
+    try:
+        loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop)]
+        out.write(f"\n+++ {nodeid} is about to time out; asyncio tasks:\n")
+        for loop in loops:
+            if loop.is_closed():
+                continue
+            try:
+                tasks = list(asyncio.all_tasks(loop))
+            except RuntimeError:  # the set changed while we read it from this thread
+                continue
+            for task in tasks:
+                task.print_stack(limit=20, file=out)
+    except Exception as exc:  # a diagnostic must never be what fails
+        out.write(f"+++ could not list asyncio tasks: {exc!r}\n")
+    out.flush()
 
 
 def free_port() -> int:

@@ -22,7 +22,12 @@ async def test_a_black_holed_redis_costs_the_hot_path_not_the_lake(
     tmp_path: Path, redis_url: str
 ) -> None:
     target = urlparse(redis_url)
-    async with BlackHoleProxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy:
+    # one budget for the whole test, well inside pytest's: a wait that never ends fails here
+    # with the traceback of where it waited
+    async with (
+        asyncio.timeout(150),
+        BlackHoleProxy(target.hostname or "127.0.0.1", target.port or 6379) as proxy,
+    ):
         settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
             data_dir=tmp_path / "data",
@@ -65,4 +70,4 @@ async def test_a_black_holed_redis_costs_the_hot_path_not_the_lake(
             assert pipeline.status()["sinks"]["hot_store"]["errors"] >= errors
         finally:
             stop.set()
-            await asyncio.wait_for(run, 60)
+            await asyncio.wait_for(run, 40)

@@ -15,6 +15,7 @@ class BlackHoleProxy:
         self._upstream = (upstream_host, upstream_port)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
         self.blackholed = False
         self.port = 0
 
@@ -31,10 +32,20 @@ class BlackHoleProxy:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await task
-        await self._server.wait_closed()
+        # Python 3.11's wait_closed waits for every accepted connection to be gone, and a
+        # client connection whose pumps had not started yet would never go: close them all
+        for writer in list(self._writers):
+            writer.close()
+        async with asyncio.timeout(10):
+            await self._server.wait_closed()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        self._writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._upstream)
+        except OSError:
+            writer.close()
+            return
         for src, dst in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pump(src, dst))
             self._tasks.add(task)
