@@ -51,7 +51,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 async def serve(settings: Settings, role: str = "all") -> None:
     from tickpipe.api.app import create_app
-    from tickpipe.api.errors import JsonErrorsHttpProtocol
+    from tickpipe.api.protocol import HttpProtocol
     from tickpipe.pipeline import Pipeline, api_context
 
     sock = bind_socket(settings.host, settings.port)  # a busy port fails before anything starts
@@ -69,7 +69,7 @@ async def serve(settings: Settings, role: str = "all") -> None:
         log_level="warning",
         lifespan="off",
         log_config=None,  # through the root logger and its redaction filter
-        http=JsonErrorsHttpProtocol,  # even uvicorn's own refusals answer in our JSON shape
+        http=HttpProtocol,  # head limits; uvicorn's own refusals in our JSON shape
         ws_per_message_deflate=False,  # per-client compression made 200 clients fall behind
     )
     server = _Server(config)
@@ -111,7 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     configure_logging(settings.log_level)
     if args.role == "api":
-        from tickpipe.api.errors import JsonErrorsHttpProtocol
+        from tickpipe.api.protocol import HttpProtocol
         from tickpipe.api.readonly import api_context
 
         api_context(settings)  # refuse to start with a sentence, before forking workers
@@ -126,7 +126,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_level="warning",
             log_config=None,
-            http=JsonErrorsHttpProtocol,
+            http=HttpProtocol,
             ws_per_message_deflate=False,
         )
         return 0

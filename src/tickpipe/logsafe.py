@@ -1,13 +1,17 @@
-"""One redaction filter for secrets in logs: API keys, bearer tokens, token parameters.
+"""Logging helpers: one redaction filter for secrets (API keys, bearer tokens, token
+parameters), and ``Throttle`` for failures that repeat.
 
-Installed on the root handler by the CLI (uvicorn logs through the root logger too), so
-a key that reaches a log line by any path is written as ``tp_********``.
+The filter is installed on the root handler by the CLI (uvicorn logs through the root
+logger too), so a key that reaches a log line by any path is written as ``tp_********``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
+import time
+from collections.abc import Callable
 
 _PATTERNS = [
     (re.compile(r"tp_[0-9a-f]{8}_[A-Za-z0-9_\-]+"), "tp_********"),
@@ -38,6 +42,47 @@ class RedactSecrets(logging.Filter):
         if record.exc_text:
             record.exc_text = redact(record.exc_text)
         return True
+
+
+class Throttle:
+    """Say a failure that repeats (on every request, every 250 ms) at most once per
+    ``every_s``, with how often it happened meanwhile. Each occurrence calls ``hit()``,
+    which counts it and answers how many occurred since the last line was allowed (0 while
+    a line would come too soon); the first of a streak is always said at once. When the
+    thing works again, ``recover()`` answers how long the streak was (0 if there was none)
+    and ends it. ``total`` counts every occurrence.
+
+        except OSError as exc:
+            if n := throttle.hit():
+                log.warning("write failed %d times in %.0f s: %s", n, throttle.every_s, exc)
+        else:
+            if failed := throttle.recover():
+                log.info("writing again after %d failed writes", failed)
+    """
+
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.total = 0
+        self.streak = 0
+        self._clock = clock
+        self._since_line = 0
+        self._line_at = -math.inf
+
+    def hit(self) -> int:
+        self.total += 1
+        self.streak += 1
+        self._since_line += 1
+        now = self._clock()
+        if now - self._line_at < self.every_s:
+            return 0
+        self._line_at = now
+        count, self._since_line = self._since_line, 0
+        return count
+
+    def recover(self) -> int:
+        streak, self.streak, self._since_line = self.streak, 0, 0
+        self._line_at = -math.inf
+        return streak
 
 
 def install(handler: logging.Handler) -> None:

@@ -13,7 +13,7 @@ import uvicorn
 
 from tickpipe.api.app import create_app
 from tickpipe.api.context import ApiContext
-from tickpipe.api.errors import JsonErrorsHttpProtocol
+from tickpipe.api.protocol import HttpProtocol
 from tickpipe.cli import _Server
 from tickpipe.config import Settings
 from tickpipe.events import Kind
@@ -68,7 +68,7 @@ async def served(api: Api) -> AsyncIterator[Api]:
         port=port,
         log_level="warning",
         lifespan="off",
-        http=JsonErrorsHttpProtocol,  # as the CLI serves it: parser refusals in JSON too
+        http=HttpProtocol,  # as the CLI serves it: head limits, parser refusals in JSON
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve())

@@ -14,7 +14,7 @@ from pathlib import Path
 import uvicorn
 
 from tickpipe.api.app import create_app
-from tickpipe.api.errors import JsonErrorsHttpProtocol
+from tickpipe.api.protocol import HttpProtocol
 from tickpipe.config import Settings
 from tickpipe.pipeline import Pipeline, api_context
 from tickpipe.store.query import Query
@@ -35,7 +35,7 @@ async def main(data: Path, port: int, memory_limit: str) -> None:
         port=port,
         log_level="warning",
         lifespan="off",
-        http=JsonErrorsHttpProtocol,
+        http=HttpProtocol,
     )
     await uvicorn.Server(config).serve()
     stop.set()

@@ -202,7 +202,7 @@ async def test_an_over_long_url_is_a_json_414(api: Api) -> None:
     assert response.json()["error"]["code"] == "uri_too_long"
 
 
-async def test_a_url_the_http_parser_refuses_is_json_too(served: Api) -> None:
+async def test_a_url_over_the_head_limit_is_a_json_414_before_the_parser(served: Api) -> None:
     url = urlsplit(served.base_url)
     reader, writer = await asyncio.open_connection(url.hostname, url.port)
     try:
@@ -210,8 +210,8 @@ async def test_a_url_the_http_parser_refuses_is_json_too(served: Api) -> None:
         status, body = await read_response(reader)
     finally:
         writer.close()
-    assert status == 400
-    assert orjson.loads(body)["error"]["code"] == "bad_request"
+    assert status == 414  # tests/hardening/test_request_heads.py: the other head refusals
+    assert orjson.loads(body)["error"]["code"] == "uri_too_long"
 
 
 def test_the_key_database_is_private(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ import io
 import logging
 
 from tickpipe import logsafe
-from tickpipe.logsafe import configure_logging
+from tickpipe.clock import FakeClock
+from tickpipe.logsafe import Throttle, configure_logging
 
 KEY = "tp_1a2b3c4d_S3cr3t-Val-ue_xyz"
 
@@ -40,3 +41,20 @@ def test_the_cli_installs_the_filter_on_every_root_handler() -> None:
         for handler in root.handlers:
             handler.close()
         root.handlers[:] = saved
+
+
+def test_a_throttle_says_the_first_failure_then_at_most_one_line_per_interval() -> None:
+    clock = FakeClock()
+    throttle = Throttle(30, clock.monotonic)
+    said = []
+    for _ in range(100):  # 100 failures, one every 0.25 s: 25 s
+        said.append(throttle.hit())
+        clock.advance(0.25)
+    assert said[0] == 1 and sum(1 for n in said if n) == 1
+    for _ in range(40):  # 10 s more
+        said.append(throttle.hit())
+        clock.advance(0.25)
+    assert [n for n in said if n] == [1, 120]  # the second line counts what it held back
+    assert throttle.total == throttle.streak == 140
+    assert throttle.recover() == 140 and throttle.recover() == 0
+    assert throttle.hit() == 1  # a new streak is said at once

@@ -21,6 +21,7 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from starlette.responses import Response
 
 from tickpipe import metrics
+from tickpipe.api import protocol
 from tickpipe.api.context import ApiContext
 from tickpipe.events import Kind
 from tickpipe.sources.base import SourceStatus
@@ -284,7 +285,7 @@ async def prometheus_metrics(request: Request) -> Response:
     observer = getattr(request.app.state, "observer", None)
     if observer is not None:
         collectors += [observer.metrics, _AccessLogCollector(observer.access_log)]
-    collectors.append(_runtime)
+    collectors += [_HeadRefusalsCollector(), _runtime]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Scrape(*collectors))
     # on the event loop: the request counters it reads are updated there
@@ -304,3 +305,17 @@ class _AccessLogCollector:
             family = _counter(name, doc)
             family.add_metric([], value)
             yield family
+
+
+class _HeadRefusalsCollector:
+    """Connections refused before their request head was complete (``api.protocol``)."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = _counter(
+            "tickpipe_http_refused",
+            "requests refused at the head: too large, too many fields, too slow, malformed",
+            ("code",),
+        )
+        for code, count in protocol.refusals().items():
+            family.add_metric([code], count)
+        yield family
