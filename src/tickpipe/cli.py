@@ -16,7 +16,7 @@ from pathlib import Path
 import uvicorn
 
 from tickpipe.config import Settings, load_settings
-from tickpipe.errors import ConfigError, KeyStoreError
+from tickpipe.errors import ConfigError, KeyStoreError, StorageError
 from tickpipe.logsafe import configure_logging
 from tickpipe.store.keystore import KeyStore
 
@@ -267,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, KeyStoreError) as exc:
         print(f"tickpipe: {exc}", file=sys.stderr)
         return 2
+    except StorageError as exc:  # a file it must write cannot be (a full disk)
+        print(f"tickpipe: {exc}", file=sys.stderr)
+        return 1
     except BaseExceptionGroup as group:  # a task of the running pipeline refused to start
         refused = group.subgroup((ConfigError, KeyStoreError))
         if refused is None:

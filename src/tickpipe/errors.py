@@ -5,7 +5,8 @@ TickpipeError
 ├── FeedError            a source failed (carries source, symbol, raw payload)
 │   ├── ParseError       one frame could not be parsed: quarantined, connection stays up
 │   └── TransportError   the connection failed: the supervisor reconnects
-├── StorageError         journal, lake or hot store failed
+├── StorageError         journal, lake, hot store or key database failed
+│   └── DiskFullError    a write found no space left: nothing changed; free space, retry
 ├── KeyStoreError        an API-key operation was refused (duplicate, unknown, bad scope)
 └── QueryError           a query is invalid (maps to HTTP 400)
     └── SymbolError      not a canonical symbol (feeds and queries alike; also a ValueError)
@@ -44,6 +45,10 @@ class TransportError(FeedError):
 
 class StorageError(TickpipeError):
     """The journal, lake or hot store could not do its job."""
+
+
+class DiskFullError(StorageError):
+    """A write found the disk full and changed nothing; the message names the file."""
 
 
 class KeyStoreError(TickpipeError):

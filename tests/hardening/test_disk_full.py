@@ -5,12 +5,8 @@ afterwards every acknowledged event is in the lake, once."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -21,26 +17,9 @@ from tickpipe.store import layout
 
 from ..conftest import free_port
 from ..e2e.helpers import PipelineProcess
+from .conftest import fill
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MB tmpfs (root only: elsewhere the journal tests cover ENOSPC by injection)."""
-    mount = tmp_path / "tmpfs"
-    mount.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a tmpfs needs root; tests/unit covers ENOSPC by injection")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def lake_counts(data: Path) -> dict[str, tuple[int, int]]:
@@ -59,17 +38,6 @@ def lake_counts(data: Path) -> dict[str, tuple[int, int]]:
             )  # type: ignore[misc]
             out[dataset] = (rows, distinct)
     return out
-
-
-def fill(path: Path) -> None:
-    """Write ``path`` until the filesystem has no byte left."""
-    with open(path, "wb") as fh:
-        try:
-            while True:
-                fh.write(b"\0" * 65536)
-                fh.flush()
-        except OSError:
-            pass
 
 
 def test_a_full_disk_pauses_ingest_and_loses_nothing(tmpfs: Path, tmp_path: Path) -> None:

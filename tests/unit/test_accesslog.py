@@ -249,3 +249,28 @@ def test_flush_lag_is_the_age_of_the_oldest_segment_still_in_the_journal(tmp_pat
         "flush_lag_s": 25.0,
     }
     assert journal_backlog(tmp_path / "none", now)["flush_lag_s"] is None
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (ENOSPC on write)")
+def test_a_write_that_fails_is_counted_and_said_once_never_dumped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    access_log = AccessLog("file", tmp_path / "access.log")
+    handler = access_log._handler
+    assert handler is not None
+    handler._open = lambda: open("/dev/full", "a", encoding="utf-8")  # type: ignore[method-assign]  # noqa: SIM115 - the handler closes it
+    with caplog.at_level("WARNING", logger="tickpipe.api.observe"):
+        for _ in range(5):  # a full disk: every write fails
+            access_log.record(entry())
+            access_log.flush()
+        assert (access_log.errors, access_log.dropped, access_log.written) == (5, 5, 0)
+        del handler._open  # space again
+        access_log.record(entry())
+        access_log.flush()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert "cannot be written ([Errno 28] No space left on device)" in said[0]
+    assert "written again after 5 failed writes (5 lines lost)" in said[1]
+    assert "Logging error" not in capsys.readouterr().err
+    assert len(lines(tmp_path / "access.log")) == access_log.written == 1
+    access_log.close()

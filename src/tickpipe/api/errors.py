@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from tickpipe.errors import KeyStoreError, QueryError
+from tickpipe.errors import DiskFullError, KeyStoreError, QueryError, StorageError
 from tickpipe.store.hot_redis import HotStoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ _CODES = {
     422: "invalid_parameter",
     429: "rate_limited",
     503: "unavailable",
+    507: "disk_full",
 }
 
 ERROR_STATUSES = {
@@ -55,7 +56,9 @@ ERROR_STATUSES = {
     422: "A parameter has the wrong type or is out of its range",
     429: "Over the key's rate limit; see `Retry-After`",
     500: "Unexpected server error (the server log has the details)",
-    503: "A service this route needs is down (`hot_store_unavailable`: Redis); see `Retry-After`",
+    503: "A service this route needs is down (`hot_store_unavailable`: Redis; "
+    "`storage_unavailable`: a file could not be written); see `Retry-After`",
+    507: "The disk is full (`disk_full`): nothing was changed; retry once space is freed",
 }
 """Every error status a route may answer, for the OpenAPI document."""
 
@@ -165,6 +168,15 @@ def install(app: FastAPI) -> None:
     async def hot_store_error(request: Request, exc: Exception) -> Response:
         return hot_store_unavailable(str(exc))
 
+    async def storage_error(request: Request, exc: Exception) -> Response:
+        """A file tickpipe must write (the key database) cannot be: said, not a 500."""
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        if isinstance(exc, DiskFullError):
+            return error_response(507, "disk_full", str(exc))
+        return error_response(
+            503, "storage_unavailable", str(exc), {"Retry-After": str(RETRY_AFTER_S)}
+        )
+
     async def redis_down(request: Request, exc: Exception) -> Response:
         """A Redis read outside the hot store (GEX in API processes) failing the same way."""
         return hot_store_unavailable(type(exc).__name__)
@@ -194,6 +206,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(QueryError, query_error)
     app.add_exception_handler(KeyStoreError, key_error)
     app.add_exception_handler(HotStoreUnavailable, hot_store_error)
+    app.add_exception_handler(StorageError, storage_error)
     app.add_exception_handler(redis.exceptions.ConnectionError, redis_down)
     app.add_exception_handler(redis.exceptions.TimeoutError, redis_down)
     app.add_exception_handler(StarletteHTTPException, http_error)

@@ -21,6 +21,7 @@ query string is never logged (a browser WebSocket carries its key there).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import logging
 import logging.handlers
@@ -55,6 +56,8 @@ QUEUE_BODY_BYTES = 64 * 1024 * 1024
 """bodies held for row counting, at most; past it lines are kept without ``rows``"""
 COUNT_BODY_MAX = 4 * 1024 * 1024
 DRAIN_INTERVAL_S = 0.25
+ERROR_LOG_EVERY_S = 30.0
+"""a failing write (a full disk) is logged at most this often, with the lines lost since"""
 MAX_PATH = 200
 KEY_REFRESH_S = 1.0
 KEY_CACHE = 1024
@@ -103,7 +106,9 @@ class AccessLog:
 
     The queue is bounded (``QUEUE_LINES``): when the writer falls that far behind, new
     lines are dropped and counted (``dropped``) rather than growing memory or slowing
-    requests."""
+    requests. A write that fails (a full disk) loses its lines, counted in ``errors`` and
+    ``dropped``, and is logged in one line at most every ``ERROR_LOG_EVERY_S``; the next
+    write that succeeds says how many failed."""
 
     def __init__(
         self,
@@ -133,10 +138,12 @@ class AccessLog:
         """credential (header or query) -> key id, so a line parses no token twice"""
         self._names_checked = 0.0
         self._drain_lock = threading.Lock()
+        self._failures = logsafe.Throttle(ERROR_LOG_EVERY_S)
+        self._lost = 0
         self._handler: logging.handlers.RotatingFileHandler | None = None
         if mode == "file" and path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._handler = logging.handlers.RotatingFileHandler(
+            self._handler = _RaisingFileHandler(
                 path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
             )
             self._handler.setFormatter(logging.Formatter("%(message)s"))
@@ -178,17 +185,44 @@ class AccessLog:
             lines = [self._line(e) for e in entries]
             try:
                 self._write("\n".join(lines))
-            except Exception:  # a full disk must not kill the thread or the API
-                self.errors += 1
-                log.exception("access log write failed; %d lines lost", len(lines))
+            except Exception as exc:  # a full disk must not kill the thread or the API
+                self._failed(exc, len(lines))
                 return 0
             self.written += len(lines)
+            if failed := self._failures.recover():
+                log.warning(
+                    "access log %s written again after %d failed writes (%d lines lost)",
+                    self.path or "stdout",
+                    failed,
+                    self._lost,
+                )
+                self._lost = 0
             return len(lines)
+
+    def _failed(self, exc: Exception, lines: int) -> None:
+        self.errors += 1
+        self.dropped += lines
+        self._lost += lines
+        if count := self._failures.hit():
+            log.warning(
+                "access log %s cannot be written (%s): %d failed writes, %d lines lost so "
+                "far; said at most every %.0f s",
+                self.path or "stdout",
+                exc,
+                count,
+                self._lost,
+                ERROR_LOG_EVERY_S,
+            )
 
     def _write(self, text: str) -> None:
         if self._handler is not None:
             record = logging.LogRecord("tickpipe.access", logging.INFO, "", 0, text, None, None)
-            self._handler.handle(record)
+            try:
+                self._handler.handle(record)
+            except BaseException:
+                with contextlib.suppress(OSError):  # the rest of the batch cannot flush either
+                    self._handler.close()
+                raise
             self._handler.close()  # reopened on the next batch: no descriptor held between
         else:
             sys.stdout.write(text + "\n")
@@ -243,6 +277,15 @@ class AccessLog:
     def close(self) -> None:
         self.flush()
         _writer.discard(self)
+
+
+class _RaisingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating file whose failures reach the caller (``AccessLog.flush`` counts and
+    throttles them) instead of ``logging``'s "--- Logging error ---" dump of the whole
+    batch to stderr on every failed write."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise  # called inside emit's ``except``: re-raise what failed
 
 
 def _clean_path(path: str) -> str:

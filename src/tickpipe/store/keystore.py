@@ -9,23 +9,31 @@ about the secret. SHA-256 suffices: secrets are 256 random bits, not passwords.
 The database is created 0600 (SQLite gives its ``-wal`` and ``-shm`` files the database's
 mode) and a directory created for it 0700: the hashes are not secrets, but a key list
 names who may read what.
+
+A database that cannot be written is a ``StorageError`` naming the file
+(``DiskFullError`` when the disk is full; SQLite then changed nothing), never a bare
+``sqlite3`` error: the API answers it in JSON, the CLI in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import hashlib
 import hmac
 import math
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tickpipe.errors import KeyStoreError
+from tickpipe.errors import DiskFullError, KeyStoreError, StorageError
 
 SCOPES = ("read", "stream", "admin")
 RATE_LIMIT_MIN = 0.01
@@ -108,15 +116,43 @@ def _private_file(path: Path) -> None:
             name.chmod(0o600)
 
 
+@contextlib.contextmanager
+def _storage(path: Path, what: str) -> Iterator[None]:
+    """SQLite and OS failures of the key database as a ``StorageError`` saying what could
+    not be done to which file."""
+    try:
+        yield
+    except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+        if _disk_full(path, exc):
+            raise DiskFullError(
+                f"cannot {what}: the disk holding {path} is full; nothing was changed: free "
+                "some space and try again"
+            ) from exc
+        raise StorageError(f"cannot {what} in {path}: {exc}") from exc
+
+
+def _disk_full(path: Path, exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    name = getattr(exc, "sqlite_errorname", "")
+    if name == "SQLITE_FULL":
+        return True
+    if name.startswith("SQLITE_IOERR"):  # a failed write of the WAL, say: out of space?
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(path.parent).free < 1024 * 1024
+    return False
+
+
 class KeyStore:
     def __init__(self, path: Path) -> None:
-        _private_file(path)
         self.path = path
+        with _storage(path, "open the key database"):
+            _private_file(path)
+            self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA busy_timeout=5000")
+            self._con.execute(_SCHEMA)
         self._lock = threading.Lock()
-        self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._con.execute("PRAGMA journal_mode=WAL")
-        self._con.execute("PRAGMA busy_timeout=5000")
-        self._con.execute(_SCHEMA)
         self._version = -1
         self._cache: dict[str, ApiKey] = {}
 
@@ -134,7 +170,7 @@ class KeyStore:
         row = ApiKey(
             key_id, name, _hash(secret), frozenset(scopes), rate_limit, time.time_ns(), None
         )
-        with self._lock:
+        with self._lock, _storage(self.path, f"create key {name!r}"):
             try:
                 self._con.execute(
                     "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, NULL)",
@@ -155,7 +191,7 @@ class KeyStore:
         return f"tp_{key_id}_{secret}", row
 
     def revoke(self, name: str) -> ApiKey:
-        with self._lock:
+        with self._lock, _storage(self.path, f"revoke key {name[:100]!r}"):
             cur = self._con.execute(
                 "UPDATE api_keys SET revoked_ns = ? WHERE name = ? AND revoked_ns IS NULL",
                 (time.time_ns(), name),
@@ -166,7 +202,7 @@ class KeyStore:
         return next(k for k in self.list() if k.name == name)
 
     def list(self) -> list[ApiKey]:
-        with self._lock:
+        with self._lock, _storage(self.path, "read the keys"):
             rows = self._con.execute("SELECT * FROM api_keys ORDER BY created_ns").fetchall()
         return [_row(r) for r in rows]
 
@@ -185,7 +221,7 @@ class KeyStore:
         return key if hmac.compare_digest(_hash(secret), key.secret_sha256) else None
 
     def _refresh(self) -> None:
-        with self._lock:
+        with self._lock, _storage(self.path, "read the keys"):
             version = self._con.execute("PRAGMA data_version").fetchone()[0]
             if version == self._version:
                 return

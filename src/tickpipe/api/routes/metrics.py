@@ -299,7 +299,11 @@ class _AccessLogCollector:
     def collect(self) -> Iterator[Metric]:
         for name, value, doc in (
             ("tickpipe_access_log_lines", self.log.written, "access log lines written"),
-            ("tickpipe_access_log_dropped", self.log.dropped, "lines dropped: writer behind"),
+            (
+                "tickpipe_access_log_dropped",
+                self.log.dropped,
+                "lines dropped: the writer fell behind, or a write failed",
+            ),
             ("tickpipe_access_log_errors", self.log.errors, "failed access log writes"),
         ):
             family = _counter(name, doc)
