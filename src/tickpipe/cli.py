@@ -18,7 +18,7 @@ import uvicorn
 from tickpipe.config import Settings, load_settings
 from tickpipe.errors import ConfigError, KeyStoreError, StorageError
 from tickpipe.logsafe import configure_logging
-from tickpipe.store.keystore import KeyStore
+from tickpipe.store.keystore import KeyStore, shown_name
 
 log = logging.getLogger("tickpipe")
 
@@ -185,7 +185,7 @@ def _cmd_keys_create(args: argparse.Namespace) -> int:
     token, key = store.create(args.name, scopes, rate)
     print(token)
     print(
-        f"key {key.name!r} created with scopes {','.join(sorted(key.scopes))} and "
+        f"key '{key.name}' created with scopes {','.join(sorted(key.scopes))} and "
         f"{key.rate_limit:g} requests/s; it is shown only this once",
         file=sys.stderr,
     )
@@ -199,14 +199,15 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
     for key in keys:
         state = "revoked" if key.revoked_ns else "active"
         print(
-            f"{key.name}\t{key.id}\t{','.join(sorted(key.scopes))}\t{key.rate_limit:g}/s\t{state}"
+            f"{shown_name(key.name)}\t{key.id}\t{','.join(sorted(key.scopes))}\t"
+            f"{key.rate_limit:g}/s\t{state}"
         )
     return 0
 
 
 def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     key = _key_store()[1].revoke(args.name)
-    print(f"revoked {key.name!r}", file=sys.stderr)
+    print(f"revoked '{shown_name(key.name)}' (id {key.id})", file=sys.stderr)
     return 0
 
 

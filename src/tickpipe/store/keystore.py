@@ -10,6 +10,12 @@ The database is created 0600 (SQLite gives its ``-wal`` and ``-shm`` files the d
 mode) and a directory created for it 0700: the hashes are not secrets, but a key list
 names who may read what.
 
+A name is what people type and read (``tickpipe keys list``, the access log, the revoke
+URL): 1 to ``MAX_NAME_CHARS`` printable characters, none of them a control or formatting
+character (NUL, line breaks, bidi overrides), no ``/``, no space at either end. Names are
+unique among active keys: a revoked key's name can be given to a new key (the old row
+stays, revoked, under its own id).
+
 A database that cannot be written is a ``StorageError`` naming the file
 (``DiskFullError`` when the disk is full; SQLite then changed nothing), never a bare
 ``sqlite3`` error: the API answers it in JSON, the CLI in one line.
@@ -29,6 +35,7 @@ import shutil
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,10 +47,12 @@ RATE_LIMIT_MIN = 0.01
 RATE_LIMIT_MAX = 1_000_000.0
 """requests/s a key may be given: finite, positive, and within what a bucket can count"""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
+MAX_NAME_CHARS = 100
+
+_TABLE = """
+CREATE TABLE IF NOT EXISTS {table} (
     id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
     secret_sha256 TEXT NOT NULL,
     scopes TEXT NOT NULL,
     rate_limit REAL NOT NULL,
@@ -51,6 +60,10 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_ns INTEGER
 )
 """
+_ACTIVE_NAMES = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS api_keys_active_name ON api_keys (name) "
+    "WHERE revoked_ns IS NULL"
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,6 +101,37 @@ def split_key(token: str) -> tuple[str, str] | None:
     if len(parts) != 3 or parts[0] != "tp" or len(parts[1]) != 8:
         return None
     return parts[1], parts[2]
+
+
+def check_name(name: str) -> str:
+    """``name`` if people can type and read it (see the module docstring), else a
+    KeyStoreError that says what is wrong with it."""
+    rule = (
+        f"a key name is 1 to {MAX_NAME_CHARS} printable characters: no control or formatting "
+        "characters (NUL, line breaks, bidi overrides), no '/', no space at either end"
+    )
+    if not 1 <= len(name) <= MAX_NAME_CHARS:
+        raise KeyStoreError(f"{rule}; this one has {len(name):,} characters")
+    for at, char in enumerate(name):
+        if not _allowed(char):
+            what = unicodedata.name(char, "a control character")
+            raise KeyStoreError(
+                f"{rule}; '{shown_name(name)}' has U+{ord(char):04X} ({what}) at position {at + 1}"
+            )
+    if name != name.strip(" "):
+        raise KeyStoreError(f"{rule}; '{name}' starts or ends with a space")
+    return name
+
+
+def _allowed(char: str) -> bool:
+    return char.isprintable() and char != "/"
+
+
+def shown_name(name: str) -> str:
+    """A stored name as one safe line: characters a valid name cannot hold (a key named by
+    an older version) written as ``\\uXXXX``, cut to ``MAX_NAME_CHARS`` characters."""
+    shown = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in name)
+    return shown if len(shown) <= MAX_NAME_CHARS else shown[:MAX_NAME_CHARS] + "…"
 
 
 def check_rate_limit(rate_limit: float) -> float:
@@ -151,15 +195,15 @@ class KeyStore:
             self._con = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._con.execute("PRAGMA journal_mode=WAL")
             self._con.execute("PRAGMA busy_timeout=5000")
-            self._con.execute(_SCHEMA)
+            self._con.execute(_TABLE.format(table="api_keys"))
+            _unique_among_active(self._con)
         self._lock = threading.Lock()
         self._version = -1
         self._cache: dict[str, ApiKey] = {}
 
     def create(self, name: str, scopes: list[str], rate_limit: float) -> tuple[str, ApiKey]:
         """A new key; the full token is returned once and never stored."""
-        if not name or len(name) > 100:
-            raise KeyStoreError("a key needs a name of 1 to 100 characters")
+        check_name(name)
         bad = [s for s in scopes if s not in SCOPES]
         if bad or not scopes:
             shown = ",".join(scopes)[:100]
@@ -185,21 +229,35 @@ class KeyStore:
                 )
             except sqlite3.IntegrityError as exc:
                 if "api_keys.name" in str(exc):
-                    raise KeyStoreError(f"a key named {name!r} already exists") from exc
+                    raise KeyStoreError(
+                        f"an active key is named {name!r}: revoke it first, or choose another name"
+                    ) from exc
                 raise KeyStoreError(f"key {name!r} refused by the key database: {exc}") from exc
             self._version = -1  # data_version only counts other connections' commits
         return f"tp_{key_id}_{secret}", row
 
     def revoke(self, name: str) -> ApiKey:
-        with self._lock, _storage(self.path, f"revoke key {name[:100]!r}"):
-            cur = self._con.execute(
-                "UPDATE api_keys SET revoked_ns = ? WHERE name = ? AND revoked_ns IS NULL",
-                (time.time_ns(), name),
-            )
+        """Revoke the active key named ``name`` (earlier keys of that name stay revoked)."""
+        with self._lock, _storage(self.path, f"revoke key '{shown_name(name)}'"):
+            con = self._con
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute(
+                    "SELECT * FROM api_keys WHERE name = ? AND revoked_ns IS NULL", (name,)
+                ).fetchone()
+                if row is not None:
+                    revoked = time.time_ns()
+                    con.execute(
+                        "UPDATE api_keys SET revoked_ns = ? WHERE id = ?", (revoked, row[0])
+                    )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
             self._version = -1
-        if cur.rowcount == 0:
-            raise KeyStoreError(f"no active key named {name[:100]!r}")
-        return next(k for k in self.list() if k.name == name)
+        if row is None:
+            raise KeyStoreError(f"no active key named '{shown_name(name)}'")
+        return dataclasses.replace(_row(row), revoked_ns=revoked)
 
     def list(self) -> list[ApiKey]:
         with self._lock, _storage(self.path, "read the keys"):
@@ -231,6 +289,26 @@ class KeyStore:
 
     def close(self) -> None:
         self._con.close()
+
+
+def _unique_among_active(con: sqlite3.Connection) -> None:
+    """Names are unique among active keys only. A database made before that had ``name``
+    UNIQUE over every row, so a revoked name could never be used again: its table is
+    rebuilt once (by whichever process opens it first)."""
+    table = "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'api_keys'"
+    if "UNIQUE" in con.execute(table).fetchone()[0]:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            if "UNIQUE" in con.execute(table).fetchone()[0]:  # not done meanwhile
+                con.execute(_TABLE.format(table="api_keys_new"))
+                con.execute("INSERT INTO api_keys_new SELECT * FROM api_keys")
+                con.execute("DROP TABLE api_keys")
+                con.execute("ALTER TABLE api_keys_new RENAME TO api_keys")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    con.execute(_ACTIVE_NAMES)
 
 
 def _row(r: tuple[Any, ...]) -> ApiKey:
