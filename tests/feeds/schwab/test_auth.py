@@ -183,7 +183,7 @@ async def test_rotation_rewrites_env_and_the_token_file_keeping_the_login_time(
     [new_refresh] = fake.refresh_tokens
     assert new_refresh != REFRESH_TOKEN
     assert env.read_bytes() == ENV.replace(b"'old-token'", f"'{new_refresh}'".encode())
-    assert mode(env) == 0o640  # the file's own mode is kept
+    assert mode(env) == 0o600  # it holds a credential (tests/unit/test_env_file_mode.py)
     after = stored.load()
     assert after is not None and after.refresh_token == new_refresh and after.login_at == login
     assert after.access_token in fake.access_tokens and mode(stored.path) == 0o600

@@ -142,7 +142,9 @@ _ENV_LINE = re.compile(
 def set_env_value(path: Path, value: str) -> bool:
     """Rewrite the ``SCHWAB_REFRESH_TOKEN=`` line(s) of a .env file in place (appended when
     absent), keeping every other line, the quoting style and the line endings byte for
-    byte. Returns False when nothing changed. A new file is created with mode 0600."""
+    byte. Returns False when nothing changed. The file is written 0600 (it holds a
+    credential), with a warning when it was open to group or others before (then once:
+    afterwards it is not)."""
     if any(c in value for c in "\r\n\"'"):
         raise ValueError("a refresh token cannot contain quotes or line breaks")
     try:
@@ -166,5 +168,12 @@ def set_env_value(path: Path, value: str) -> bool:
     updated = b"".join(lines)
     if updated == original:
         return False
-    write_private(path, updated, mode)
+    if mode & 0o077:
+        log.warning(
+            "%s was open to other users (mode %04o); it holds %s: written 0600 from now on",
+            path,
+            mode,
+            ENV_NAME,
+        )
+    write_private(path, updated, 0o600)
     return True
