@@ -259,7 +259,7 @@ def test_a_write_that_fails_is_counted_and_said_once_never_dumped(
     handler = access_log._handler
     assert handler is not None
     handler._open = lambda: open("/dev/full", "a", encoding="utf-8")  # type: ignore[method-assign]  # noqa: SIM115 - the handler closes it
-    with caplog.at_level("WARNING", logger="tickpipe.api.observe"):
+    with caplog.at_level("INFO", logger="tickpipe.api.observe"):
         for _ in range(5):  # a full disk: every write fails
             access_log.record(entry())
             access_log.flush()

@@ -190,7 +190,7 @@ class AccessLog:
                 return 0
             self.written += len(lines)
             if failed := self._failures.recover():
-                log.warning(
+                log.info(
                     "access log %s written again after %d failed writes (%d lines lost)",
                     self.path or "stdout",
                     failed,

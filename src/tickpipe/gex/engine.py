@@ -28,11 +28,14 @@ from tickpipe.config import Settings
 from tickpipe.events import GexLevels, Kind, to_batch
 from tickpipe.gex.chain import Captured, ChainBook, build_chain
 from tickpipe.gex.exposure import BASES, CATEGORIES, Basis, Category, Params, Result, compute_all
+from tickpipe.logsafe import Throttle
 from tickpipe.sources.base import SourceContext, SourcePolicy
 from tickpipe.store import keys
 
 log = logging.getLogger(__name__)
 SOURCE = "gex"
+REDIS_LOG_EVERY_S = 30.0
+"""a failing Redis write (tried every ``gex_interval_ms``) is logged at most this often"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +157,7 @@ class GexEngine:
         """hits whose result was computed from the chain as it is at that moment"""
         self.misses = 0
         self._quoted: set[str] = set()
+        self._redis_failures = Throttle(REDIS_LOG_EVERY_S, clock.monotonic)
 
     def resume(self, checkpoint: dict[tuple[Kind, str], tuple[int, int]]) -> None:
         """Continue GexLevels seq numbers after the last run's."""
@@ -312,7 +316,16 @@ class GexEngine:
             try:
                 await pipe.execute()
             except aioredis.RedisError as exc:
-                log.warning("GEX cache to Redis failed: %s", exc)
+                if count := self._redis_failures.hit():
+                    log.warning(
+                        "GEX cache to Redis failed %d time(s) (%s); said at most every %.0f s",
+                        count,
+                        exc,
+                        REDIS_LOG_EVERY_S,
+                    )
+            else:
+                if failed := self._redis_failures.recover():
+                    log.info("GEX cache to Redis works again after %d failures", failed)
 
     async def _record_history(self) -> None:
         """A GexLevels event per underlying whose levels changed since its last one, at most
