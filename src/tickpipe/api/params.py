@@ -1,7 +1,8 @@
 """Parsing and checking query parameters; every refusal names the parameter and the fix.
 
 Errors quote at most ``QUOTE_CHARS`` characters of what was sent (a 60 KB symbol must not
-come back as a 60 KB error). Times are bounded to what int64 nanoseconds can hold, so no
+come back as a 60 KB error). Integers are read by ``parse_int`` alone (ASCII digits), so
+every integer parameter is refused in the same words. Times are bounded to what int64 nanoseconds can hold, so no
 value that passes here can overflow a date, a partition name or an Arrow scalar later.
 """
 
@@ -12,8 +13,10 @@ import dataclasses
 import datetime as dt
 import re
 import time
+from typing import Any
 
 import orjson
+from pydantic import BeforeValidator
 
 from tickpipe.errors import QueryError
 from tickpipe.events import Kind
@@ -49,6 +52,31 @@ def quote(value: str) -> str:
     if len(value) <= QUOTE_CHARS:
         return repr(value)
     return f"{value[:QUOTE_CHARS]!r}… ({len(value):,} characters)"
+
+
+def parse_int(value: str, name: str, low: int, high: int) -> int:
+    """A whole number from ``low`` to ``high`` written in ASCII digits: no sign, space,
+    underscore, point or another script's digits (Python's ``int`` takes ``٣`` and
+    ``1_0``, pydantic ``+3``, `` 3`` and ``3.0``). A 422 ``invalid_parameter`` otherwise."""
+    if value.isascii() and value.isdigit() and len(value) <= 20 and low <= int(value) <= high:
+        return int(value)
+    raise QueryError(
+        f"{name}={quote(value)} is not allowed: {name} is a whole number from {low:,} to "
+        f"{high:,}, in ASCII digits",
+        code="invalid_parameter",
+        status=422,
+    )
+
+
+def int_query(name: str, low: int, high: int) -> BeforeValidator:
+    """For a FastAPI query parameter, ``Annotated[int, Query(ge=low, le=high),
+    int_query("limit", low, high)]``: read by ``parse_int`` (so refused in its words),
+    while OpenAPI still documents an integer from ``low`` to ``high``."""
+
+    def check(value: Any) -> Any:
+        return parse_int(value, name, low, high) if isinstance(value, str) else value
+
+    return BeforeValidator(check)
 
 
 _RELATIVE = re.compile(r"^(now|today)(?:([+-])(\d{1,9})([smhd]))?$")

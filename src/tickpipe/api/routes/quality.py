@@ -12,7 +12,7 @@ from starlette.responses import Response
 from tickpipe.api.auth import require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import data_json, iso_times, records_json
-from tickpipe.api.params import MAX_TIME_NS, NS, parse_optional_symbols, parse_time
+from tickpipe.api.params import MAX_TIME_NS, NS, int_query, parse_optional_symbols, parse_time
 from tickpipe.api.routes import context
 from tickpipe.datasets import GAPS, QUARANTINE
 from tickpipe.errors import QueryError
@@ -59,7 +59,11 @@ def _route(dataset: str, path: str, summary: str) -> None:
             str | None, Query(description="default: 24 h before end_time")
         ] = None,
         end_time: Annotated[str | None, Query(description="default: now")] = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        limit: Annotated[
+            int,
+            Query(ge=1, le=10_000, description="records, newest first"),
+            int_query("limit", 1, 10_000),
+        ] = 100,
     ) -> Response:
         return await _recent(ctx, dataset, symbols, start_time, end_time, limit)
 
