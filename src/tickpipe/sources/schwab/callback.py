@@ -15,8 +15,9 @@ import queue
 import ssl
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +68,36 @@ def self_signed(directory: Path, host: str) -> tuple[Path, Path] | None:
     return cert_path, key_path
 
 
-class CallbackCatcher:
-    """Serves the callback URL until the first request, and hands over the full URL."""
+ACCEPTED = b"tickpipe received the Schwab login; you can close this tab.\n"
+REFUSED = b"Schwab did not grant the login; the terminal says why. You can close this tab.\n"
+FOREIGN = (
+    b"This answer belongs to another Schwab login attempt (an older link, or another run of "
+    b"the helper), so tickpipe ignored it. Go back to the terminal and open the link it "
+    b"shows again, or run the helper again.\n"
+)
 
-    def __init__(self, callback_url: str, found: queue.Queue[str]) -> None:
+
+class CallbackCatcher:
+    """Serves the callback URL and hands over the full URL of the first redirect that
+    answers this login: one with ``state`` (when given) and a ``code`` or an ``error``.
+    A redirect with another state (an older consent tab, another run of the helper) is
+    answered as such in the browser, ``say()`` tells the terminal, and the wait goes on;
+    anything else (the browser's favicon request) is a 404."""
+
+    def __init__(
+        self,
+        callback_url: str,
+        found: queue.Queue[str],
+        *,
+        state: str | None = None,
+        say: Callable[[], None] = lambda: None,
+    ) -> None:
         parts = urlsplit(callback_url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 443
         self._found = found
+        self._state = state
+        self._say = say
         self._server: http.server.HTTPServer | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="tickpipe-oauth-")
 
@@ -87,12 +110,22 @@ class CallbackCatcher:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(*pair)
         found, origin = self._found, f"https://{self.host}:{self.port}"
+        expected, say = self._state, self._say
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                found.put(origin + self.path)
-                body = b"tickpipe received the Schwab login; you can close this tab.\n"
-                self.send_response(200)
+                query = parse_qs(urlsplit(self.path).query)
+                if "code" not in query and "error" not in query:
+                    self._answer(404, b"Not the Schwab login redirect.\n")
+                elif expected is not None and query.get("state", [""])[0] != expected:
+                    self._answer(400, FOREIGN)
+                    say()
+                else:
+                    self._answer(200, REFUSED if "error" in query else ACCEPTED)
+                    found.put(origin + self.path)
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
                 self.send_header("Content-Type", "text/plain; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

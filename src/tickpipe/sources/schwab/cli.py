@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,11 @@ def interactive_redirect(callback: str, listen: bool) -> Callable[[str], str]:
 
     def read(url: str) -> str:
         found: queue.Queue[str] = queue.Queue()
+        state = parse_qs(urlsplit(url).query).get("state", [""])[0]
         catcher = (
-            CallbackCatcher(callback, found) if listen and is_loopback_https(callback) else None
+            CallbackCatcher(callback, found, state=state, say=_say_foreign_callback)
+            if listen and is_loopback_https(callback)
+            else None
         )
         listening = catcher is not None and catcher.start()
         print("1. Open this address in a browser and log in to Schwab:\n")
@@ -146,6 +150,15 @@ def interactive_redirect(callback: str, listen: bool) -> Callable[[str], str]:
                 catcher.stop()
 
     return read
+
+
+def _say_foreign_callback() -> None:
+    print(
+        "\n   The browser came back from another login attempt (an older Schwab link, or "
+        "another\n   run of this helper), so it was ignored. Open the link above in the "
+        "browser again,\n   or run `tickpipe schwab oauth` again.\n",
+        flush=True,
+    )
 
 
 def _cmd_oauth(args: argparse.Namespace) -> int:
