@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import logging
 import os
@@ -19,6 +20,7 @@ from tickpipe.config import Settings, load_settings
 from tickpipe.errors import ConfigError, KeyStoreError, StorageError
 from tickpipe.logsafe import configure_logging
 from tickpipe.store.keystore import KeyStore, shown_name
+from tickpipe.store.lock import lock_data_dir
 
 log = logging.getLogger("tickpipe")
 
@@ -55,6 +57,8 @@ async def serve(settings: Settings, role: str = "all") -> None:
     from tickpipe.pipeline import Pipeline, api_context
 
     sock = bind_socket(settings.host, settings.port)  # a busy port fails before anything starts
+    lock_data_dir(settings.data_dir, "starting").close()  # so does a busy data dir (the
+    # pipeline takes the lock for good as it starts; this only refuses before "listening")
     pipeline = Pipeline(settings, role=role)
     ctx = api_context(pipeline)
     app = create_app(ctx)
@@ -211,11 +215,22 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+DESCRIPTION = """A tick-data pipeline and its HTTP API. `tickpipe run` ingests the configured
+feeds (a simulated market when none is set up), keeps recent data hot, writes everything
+to a Parquet lake and serves the API on http://127.0.0.1:8877 (status page: /status.html).
+Settings come from the environment or a .env file; see the README."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tickpipe", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the pipeline and the API server")
-    run.add_argument("--host", help="bind address (default 127.0.0.1)")
+    parser = argparse.ArgumentParser(prog="tickpipe", description=DESCRIPTION)
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="run the pipeline and the API server",
+        description="Run the pipeline and the API server until Ctrl-C (which flushes the "
+        "journal to the lake first). One process owns a data directory at a time.",
+    )
+    run.add_argument("--host", help="bind address (default 127.0.0.1; 0.0.0.0 for every interface)")
     run.add_argument("--port", type=int, help="port (default 8877)")
     run.add_argument(
         "--role",
@@ -223,13 +238,28 @@ def build_parser() -> argparse.ArgumentParser:
         default="all",
         help="all: pipeline + API (default); ingest: pipeline + status; api: API only (needs Redis)",
     )
-    run.add_argument("--workers", type=int, default=1, help="API worker processes (--role api)")
+    run.add_argument(
+        "--workers", type=int, default=1, help="API worker processes (--role api only; default 1)"
+    )
     run.set_defaults(func=_cmd_run)
 
-    keys = sub.add_parser("keys", help="manage API keys (works with or without a running server)")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a key and print it once")
-    create.add_argument("--name", required=True)
+    keys = sub.add_parser(
+        "keys",
+        help="manage API keys (works with or without a running server)",
+        description="Create, list and revoke the API keys of the data directory `tickpipe run` "
+        "uses here (TICKPIPE_DATA_DIR, default ./data), whether or not the server runs.",
+    )
+    keys_sub = keys.add_subparsers(title="commands", dest="keys_command", metavar="COMMAND")
+    create = keys_sub.add_parser(
+        "create",
+        help="create a key and print it once",
+        description="Create a key and print it (once: only its hash is kept).",
+    )
+    create.add_argument(
+        "--name",
+        required=True,
+        help="who or what uses it: 1 to 100 printable characters, one active key per name",
+    )
     create.add_argument("--scopes", default="read", help="comma-separated: read, stream, admin")
     create.add_argument(
         "--rate-limit",
@@ -237,18 +267,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests per second, 0.01 to 1000000 (default TICKPIPE_API_DEFAULT_RATE_LIMIT)",
     )
     create.set_defaults(func=_cmd_keys_create)
-    keys_sub.add_parser("list", help="list keys (never their secrets)").set_defaults(
-        func=_cmd_keys_list
+    keys_sub.add_parser(
+        "list", help="list keys (never their secrets)", description="List keys, one per line."
+    ).set_defaults(func=_cmd_keys_list)
+    revoke = keys_sub.add_parser(
+        "revoke",
+        help="revoke a key by name; effective at once",
+        description="Revoke the active key of this name; requests with it are refused at once.",
     )
-    revoke = keys_sub.add_parser("revoke", help="revoke a key by name; effective at once")
-    revoke.add_argument("name")
+    revoke.add_argument("name", help="the key's name (as `tickpipe keys list` shows it)")
     revoke.set_defaults(func=_cmd_keys_revoke)
 
-    imports = sub.add_parser("import", help="backfill history from files into the lake")
-    import_sub = imports.add_subparsers(dest="import_command", required=True)
+    imports = sub.add_parser(
+        "import",
+        help="backfill history from files into the lake",
+        description="Load history files into the lake (stop `tickpipe run` first).",
+    )
+    import_sub = imports.add_subparsers(title="formats", dest="import_command", metavar="FORMAT")
     for module in FEED_COMMANDS:
         importlib.import_module(module).register(sub, import_sub)
+    _help_without_subcommand(parser)
     return parser
+
+
+def _help_without_subcommand(parser: argparse.ArgumentParser) -> None:
+    """A command that needs a sub-command (``tickpipe keys``) prints its help, the list of
+    its sub-commands, instead of argparse's "the following arguments are required"."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            action.required = False
+            parser.set_defaults(func=functools.partial(_print_help, parser))
+            for child in action.choices.values():
+                _help_without_subcommand(child)
+
+
+def _print_help(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    parser.print_help(sys.stderr)
+    return 2
 
 
 FEED_COMMANDS = (

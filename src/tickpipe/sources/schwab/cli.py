@@ -45,7 +45,12 @@ def register(commands: argparse._SubParsersAction, imports: argparse._SubParsers
     oauth.set_defaults(func=_cmd_oauth)
 
     rotate = sub.add_parser("rotate", help="keep data/schwab_tokens.json and .env fresh")
-    rotate.add_argument("--access-interval-minutes", type=float, default=25.0)
+    rotate.add_argument(
+        "--access-interval-minutes",
+        type=float,
+        default=25.0,
+        help="refresh the access token this often (default 25; Schwab's lasts 30 minutes)",
+    )
     rotate.add_argument(
         "--refresh-interval-days",
         type=float,
