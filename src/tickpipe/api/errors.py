@@ -4,7 +4,8 @@ Three layers give the same shape: the exception handlers below (errors raised by
 ``Guard`` (an over-long URL, and any exception a route did not expect: answered 500 here
 so the keep-alive connection survives), and ``JsonErrorsHttpToolsProtocol`` /
 ``JsonErrorsH11Protocol`` for what uvicorn refuses before the app sees a request (a
-request line or header block over its parser's limits). A message never carries more than
+request line or header block over its parser's limits); ``api.protocol`` builds the
+served protocols on these, with limits on the request head. A message never carries more than
 ``MAX_MESSAGE_CHARS`` characters, whatever was sent.
 """
 
