@@ -57,6 +57,8 @@ ContextFactory = Callable[[Source, SourceState], "LiveContext"]
 
 
 class LiveContext:
+    behind_bytes = BEHIND_BYTES
+
     def __init__(
         self,
         name: str,
@@ -103,12 +105,12 @@ class LiveContext:
         self._state.details.update(details)
 
     def backlog(self, unread_bytes: int) -> None:
-        """A sample of the feed's socket backlog; crossing ``BEHIND_BYTES`` is logged
+        """A sample of the feed's socket backlog; crossing ``behind_bytes`` is logged
         (and the way back under half of it), never once per sample."""
         state = self._state
         state.backlog_bytes = unread_bytes
         state.backlog_max_bytes = max(state.backlog_max_bytes, unread_bytes)
-        if state.behind_since_ns is None and unread_bytes >= BEHIND_BYTES:
+        if state.behind_since_ns is None and unread_bytes >= self.behind_bytes:
             state.behind_since_ns = self.clock.now_ns()
             state.behind_episodes += 1
             log.warning(
@@ -117,7 +119,7 @@ class LiveContext:
                 self.name,
                 unread_bytes,
             )
-        elif state.behind_since_ns is not None and unread_bytes < BEHIND_BYTES // 2:
+        elif state.behind_since_ns is not None and unread_bytes < self.behind_bytes // 2:
             behind_s = (self.clock.now_ns() - state.behind_since_ns) / 1e9
             state.behind_since_ns = None
             log.warning("source %s caught up with its feed after %.1fs behind", self.name, behind_s)
