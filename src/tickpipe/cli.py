@@ -54,6 +54,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 async def serve(settings: Settings, role: str = "all") -> None:
     from tickpipe.api.app import create_app
     from tickpipe.api.protocol import HttpProtocol
+    from tickpipe.api.routes import docs
     from tickpipe.pipeline import Pipeline, api_context
 
     sock = bind_socket(settings.host, settings.port)  # a busy port fails before anything starts
@@ -63,9 +64,8 @@ async def serve(settings: Settings, role: str = "all") -> None:
     ctx = api_context(pipeline)
     app = create_app(ctx)
     if role == "ingest":
-        app.router.routes = [
-            r for r in app.router.routes if getattr(r, "path", "") in _INGEST_ROUTES
-        ]
+        keep = _INGEST_ROUTES | docs.PATHS
+        app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") in keep]
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -107,7 +107,7 @@ async def serve(settings: Settings, role: str = "all") -> None:
         server.should_exit = True
 
 
-_INGEST_ROUTES = {"/api/v1/health", "/api/v1/status", "/docs", "/openapi.json"}
+_INGEST_ROUTES = {"/api/v1/health", "/api/v1/status", "/openapi.json"}
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from tickpipe.api import errors, observe
 from tickpipe.api.context import ApiContext
 from tickpipe.api.hotpath import HotApp
 from tickpipe.api.responses import OrjsonResponse, degraded_reasons, install_openapi
-from tickpipe.api.routes import admin, dashboard, gex, metrics, quality, stream, ticks
+from tickpipe.api.routes import admin, dashboard, docs, gex, metrics, quality, stream, ticks
 from tickpipe.status import Status
 
 DESCRIPTION = """
@@ -78,7 +78,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         default_response_class=OrjsonResponse,
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's pages load from a CDN: routes/docs.py serves them offline
+        redoc_url=None,
     )
     app.state.ctx = ctx
     app.state.realtime = ticks.Realtime(ctx)
@@ -100,7 +101,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Services, sources, counters. Public, and holds no market data."""
         return ctx.status()
 
-    for module in (ticks, quality, stream, gex, admin, metrics, dashboard):
+    for module in (ticks, quality, stream, gex, admin, metrics, dashboard, docs):
         app.include_router(module.router)
     install_openapi(app)
     observer = getattr(app.state, "observer", None)  # bench/dashboard_cost.py runs without
