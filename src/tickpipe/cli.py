@@ -13,6 +13,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -21,6 +22,9 @@ from tickpipe.errors import ConfigError, KeyStoreError, StorageError
 from tickpipe.logsafe import configure_logging
 from tickpipe.store.keystore import KeyStore, shown_name
 from tickpipe.store.lock import lock_data_dir
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 log = logging.getLogger("tickpipe")
 
@@ -54,7 +58,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
 async def serve(settings: Settings, role: str = "all") -> None:
     from tickpipe.api.app import create_app
     from tickpipe.api.protocol import HttpProtocol
-    from tickpipe.api.routes import docs
     from tickpipe.pipeline import Pipeline, api_context
 
     sock = bind_socket(settings.host, settings.port)  # a busy port fails before anything starts
@@ -64,8 +67,7 @@ async def serve(settings: Settings, role: str = "all") -> None:
     ctx = api_context(pipeline)
     app = create_app(ctx)
     if role == "ingest":
-        keep = _INGEST_ROUTES | docs.PATHS
-        app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") in keep]
+        ingest_routes_only(app)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -108,6 +110,14 @@ async def serve(settings: Settings, role: str = "all") -> None:
 
 
 _INGEST_ROUTES = {"/api/v1/health", "/api/v1/status", "/openapi.json"}
+
+
+def ingest_routes_only(app: FastAPI) -> None:
+    """What ``--role ingest`` serves: status, health and the API's docs."""
+    from tickpipe.api.routes import docs
+
+    keep = _INGEST_ROUTES | docs.PATHS
+    app.router.routes = [r for r in app.router.routes if getattr(r, "path", "") in keep]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

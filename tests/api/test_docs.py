@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import re
 
+import httpx
+
+from tickpipe.api.app import create_app
+from tickpipe.cli import ingest_routes_only
+
 from .conftest import Api
 
 
@@ -53,3 +58,16 @@ async def test_redoc_leads_to_the_docs(api: Api) -> None:
     response = await api.client.get("/redoc")
     assert response.status_code == 307
     assert response.headers["location"] == "/docs"
+
+
+async def test_an_ingest_process_keeps_its_docs(api: Api) -> None:
+    """``--role ingest`` keeps status, health and the docs, each by its path."""
+    app = create_app(api.ctx)
+    ingest_routes_only(app)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        page = await client.get("/docs")
+        assert page.status_code == 200
+        for url in loaded_urls(page.text):
+            assert (await client.get(url)).status_code == 200, url
+        assert (await client.get("/api/v1/quality/gaps")).status_code == 404

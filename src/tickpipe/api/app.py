@@ -101,8 +101,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
         """Services, sources, counters. Public, and holds no market data."""
         return ctx.status()
 
-    for module in (ticks, quality, stream, gex, admin, metrics, dashboard, docs):
+    for module in (ticks, quality, stream, gex, admin, metrics, dashboard):
         app.include_router(module.router)
+    docs.install(app)
     install_openapi(app)
     observer = getattr(app.state, "observer", None)  # bench/dashboard_cost.py runs without
     app.hot_route("/api/v1/health", health_answer.hot, observer)

@@ -13,25 +13,23 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tickpipe.api.errors import ApiError
 
-router = APIRouter(include_in_schema=False)
-
 ASSETS = "/docs/assets"
 FILES = {
-    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
-    "swagger-ui.css": "text/css; charset=utf-8",
+    "swagger-ui-bundle.js": ("fastapi_offline", "static", "text/javascript; charset=utf-8"),
+    "swagger-ui.css": ("fastapi_offline", "static", "text/css; charset=utf-8"),
+    "favicon.svg": ("tickpipe", "web", "image/svg+xml"),
 }
-"""the files of ``fastapi_offline/static`` the page loads (the favicon is ours)"""
-FAVICON = "/web/favicon.svg"
-PATHS = frozenset({"/docs", "/redoc", ASSETS + "/{name}"})
-"""the routes of this module, for a process that keeps only some routes (``--role ingest``)"""
+"""name -> (package, folder, content type) of every file the page loads: the favicon here
+too, since an ingest process serves no dashboard"""
 SWAGGER_PARAMETERS = {"validatorUrl": None, "persistAuthorization": True}
 """no badge from the online validator (another host); the key entered under Authorize
 survives a reload"""
@@ -39,16 +37,14 @@ survives a reload"""
 
 @functools.cache
 def assets() -> dict[str, tuple[bytes, str]]:
-    """name -> (content, ETag), read from the package once, on first use."""
-    folder = resources.files("fastapi_offline").joinpath("static")
+    """name -> (content, ETag), read from the packages once, on first use."""
     found: dict[str, tuple[bytes, str]] = {}
-    for name in FILES:
-        data = folder.joinpath(name).read_bytes()
+    for name, (package, folder, _) in FILES.items():
+        data = resources.files(package).joinpath(folder, name).read_bytes()
         found[name] = (data, '"' + hashlib.sha256(data).hexdigest()[:32] + '"')
     return found
 
 
-@router.get("/docs")
 async def swagger(request: Request) -> HTMLResponse:
     root = request.scope.get("root_path", "")  # behind a proxy's prefix, as FastAPI's page
     return get_swagger_ui_html(
@@ -56,17 +52,15 @@ async def swagger(request: Request) -> HTMLResponse:
         title=f"{request.app.title} · API",
         swagger_js_url=f"{root}{ASSETS}/swagger-ui-bundle.js",
         swagger_css_url=f"{root}{ASSETS}/swagger-ui.css",
-        swagger_favicon_url=root + FAVICON,
+        swagger_favicon_url=f"{root}{ASSETS}/favicon.svg",
         swagger_ui_parameters=SWAGGER_PARAMETERS,
     )
 
 
-@router.get("/redoc")
 async def redoc(request: Request) -> RedirectResponse:
     return RedirectResponse(request.scope.get("root_path", "") + "/docs", status_code=307)
 
 
-@router.get(ASSETS + "/{name}")
 async def asset(request: Request, name: str) -> Response:
     found = assets().get(name)
     if found is None:
@@ -75,4 +69,20 @@ async def asset(request: Request, name: str) -> Response:
     headers = {"ETag": etag, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    return Response(data, media_type=FILES[name], headers=headers)
+    return Response(data, media_type=FILES[name][2], headers=headers)
+
+
+ROUTES: dict[str, Callable[..., Awaitable[Response]]] = {
+    "/docs": swagger,
+    "/redoc": redoc,
+    ASSETS + "/{name}": asset,
+}
+PATHS = frozenset(ROUTES)
+"""the paths of this module's routes, for a process that keeps only some (``--role ingest``)"""
+
+
+def install(app: FastAPI) -> None:
+    """The routes on the app itself, not as an included router: a process that keeps
+    routes by path (``--role ingest``) sees each of them by its path."""
+    for path, endpoint in ROUTES.items():
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False)
