@@ -12,7 +12,7 @@ from tickpipe.store.keystore import KeyStore
 
 from ..conftest import IN_CI, free_port
 from ..e2e.helpers import PipelineProcess
-from .browser import CHROMIUM, chromium, guard, watch_websockets
+from .browser import CHROMIUM, LABEL_RECORDER, chromium, guard, label_problems, watch_websockets
 
 pytestmark = pytest.mark.slow
 WAIT_MS = 20_000
@@ -67,6 +67,15 @@ def inked_pixels(page: Page, selector: str) -> int:
     )
 
 
+def assert_gex_labels_whole_and_apart(page: Page) -> None:
+    """The GEX charts as drawn from the simulator's chain: every label inside its canvas,
+    none over another (tests/browser/test_gex_chart_browser.py has the harder cases)."""
+    for canvas in ("gex-chart", "gex-profile"):
+        texts, problems = label_problems(page, canvas)
+        assert any(t.startswith("spot") for t in texts), (canvas, texts)
+        assert problems == [], (canvas, problems)
+
+
 def test_dashboard_live_in_chromium(tmp_path: Path) -> None:
     proc, token = start_pipeline(tmp_path)
     outside: list[str] = []
@@ -74,6 +83,7 @@ def test_dashboard_live_in_chromium(tmp_path: Path) -> None:
     with chromium() as browser:
         context = browser.new_context(viewport={"width": 1440, "height": 900})
         guard(context, outside)
+        context.add_init_script(LABEL_RECORDER)
         page = context.new_page()
         watch_websockets(page, outside)
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
@@ -114,6 +124,7 @@ def test_dashboard_live_in_chromium(tmp_path: Path) -> None:
         )
         for chart in ("#price-chart", "#gex-chart", "#gex-profile"):
             assert inked_pixels(page, chart) > 500, chart
+        assert_gex_labels_whole_and_apart(page)
         expect(page.locator('.card[data-card="api"] .value')).to_contain_text("req/s")
         expect(page.locator("#quarantine-table tbody tr").first).to_be_visible()
         page.screenshot(path=tmp_path / "dashboard-desktop.png", full_page=True)
@@ -126,6 +137,8 @@ def test_dashboard_live_in_chromium(tmp_path: Path) -> None:
 
         page.set_viewport_size({"width": 390, "height": 844})
         expect(page.locator('tr[data-source="simulator"] .state')).to_be_visible()
+        page.wait_for_function("() => document.querySelector('#gex-chart').width < 800")
+        assert_gex_labels_whole_and_apart(page)
         page.screenshot(path=tmp_path / "dashboard-phone.png", full_page=True)
 
         page.click("#key-forget")

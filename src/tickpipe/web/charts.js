@@ -154,6 +154,15 @@ export function drawCandles(canvas, candles, spanMs, lastPrice) {
   canvas.dataset.candles = String(shown.length);
 }
 
+// ---------- GEX ----------
+// Every label is measured before anything is placed: the value axis is as wide as its
+// widest label (a fixed width cut "−$362.7m" at the canvas edge), strike labels stay
+// inside the plot, and level labels (spot, zero γ, walls) that would touch take the next
+// free row instead of being drawn over each other, in a band above the data.
+
+const ROW = 13; // px between stacked level labels, for the 11 px font
+const GAP = 6; // px kept clear between two labels side by side
+
 function markers(gex) {
   return [
     { value: gex.spot, label: "spot", colour: "accent", dash: [] },
@@ -163,20 +172,90 @@ function markers(gex) {
   ].filter((m) => Number.isFinite(m.value));
 }
 
-function drawMarkers(ctx, c, list, x, top, bottom, width) {
-  let row = 0;
+function widest(ctx, texts) {
+  return Math.max(0, ...texts.map((t) => ctx.measureText(t).width));
+}
+
+// The value axis right of the plot: a grid line and a label per tick, each label beside
+// its line but kept inside the canvas; one that would touch the previous one is left out.
+function valueAxis(ctx, c, ticksAt, y, plotW, height) {
+  ctx.strokeStyle = c.grid;
+  ctx.fillStyle = c.muted;
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  let last = null;
+  for (const v of ticksAt) {
+    ctx.beginPath(); ctx.moveTo(0, y(v)); ctx.lineTo(plotW, y(v)); ctx.stroke();
+    const text = fmtUsd(v);
+    const m = ctx.measureText(text);
+    const ly = Math.min(Math.max(y(v), m.actualBoundingBoxAscent + 1), height - m.actualBoundingBoxDescent - 1);
+    const box = { top: ly - m.actualBoundingBoxAscent, bottom: ly + m.actualBoundingBoxDescent };
+    if (last && box.top < last.bottom + 2 && last.top < box.bottom + 2) continue;
+    ctx.fillText(text, plotW + 6, ly);
+    last = box;
+  }
+  ctx.textBaseline = "alphabetic";
+}
+
+// Strike labels under the plot, centred on their strike but never past the plot's ends;
+// one that would touch its left neighbour is left out.
+function strikeAxis(ctx, c, lo, hi, x, plotW, height) {
+  ctx.fillStyle = c.muted;
+  ctx.textAlign = "left";
+  let lastRight = -Infinity;
+  for (const s of ticks(lo, hi, Math.max(2, Math.floor(plotW / 50)))) {
+    const text = String(+s.toFixed(2));
+    const w = ctx.measureText(text).width;
+    const left = Math.min(Math.max(x(s) - w / 2, 0), plotW - w);
+    if (left < lastRight + GAP) continue;
+    ctx.fillText(text, left, height - 4);
+    lastRight = left + w;
+  }
+}
+
+// Where each level's label goes: right of its line (left of it near the plot's right
+// end), inside the plot, in the first row from the top where it touches no other label.
+// Levels outside the plot get neither line nor label (the summary above names them).
+function layoutMarkers(ctx, c, list, x, plotW) {
+  const placed = [];
   for (const m of list) {
     const mx = x(m.value);
-    if (mx < 0 || mx > width) continue;
-    ctx.strokeStyle = c[m.colour];
-    ctx.setLineDash(m.dash);
-    ctx.lineWidth = 1.5;
-    ctx.beginPath(); ctx.moveTo(mx, top); ctx.lineTo(mx, bottom); ctx.stroke();
-    ctx.setLineDash([]);
-    ctx.fillStyle = c[m.colour];
-    ctx.textAlign = mx > width - 70 ? "right" : "left";
-    ctx.fillText(`${m.label} ${m.value.toFixed(2)}`, mx + (mx > width - 70 ? -4 : 4), top + 10 + 12 * (row++ % 4));
+    if (!(mx >= 0 && mx <= plotW)) continue;
+    const text = `${m.label} ${m.value.toFixed(2)}`;
+    const w = ctx.measureText(text).width;
+    const beside = mx + 4 + w <= plotW ? mx + 4 : mx - 4 - w;
+    const left = Math.min(Math.max(beside, 0), Math.max(plotW - w, 0));
+    let row = 0;
+    while (placed.some((p) => p.row === row && left < p.left + p.w + GAP && p.left < left + w + GAP)) row++;
+    placed.push({ ...m, mx, text, left, w, row, colour: c[m.colour] });
   }
+  return placed;
+}
+
+// The height the labels' rows take at the top: the data is drawn below it, never under
+// a label.
+function markerBand(placed) {
+  return placed.length ? (Math.max(...placed.map((p) => p.row)) + 1) * ROW + 2 : 0;
+}
+
+function drawMarkers(ctx, c, placed, bottom) {
+  ctx.lineWidth = 1.5;
+  for (const p of placed) {
+    ctx.strokeStyle = p.colour;
+    ctx.setLineDash(p.dash);
+    ctx.beginPath(); ctx.moveTo(p.mx, 0); ctx.lineTo(p.mx, bottom); ctx.stroke();
+  }
+  ctx.setLineDash([]);
+  ctx.lineWidth = 1;
+  ctx.textAlign = "left";
+  ctx.textBaseline = "top";
+  for (const p of placed) {
+    ctx.fillStyle = c.panel; // hides the other levels' lines behind this label
+    ctx.fillRect(p.left - 2, 1 + p.row * ROW, p.w + 4, ROW);
+    ctx.fillStyle = p.colour;
+    ctx.fillText(p.text, p.left, 2 + p.row * ROW);
+  }
+  ctx.textBaseline = "alphabetic";
 }
 
 // Per-strike call (up) and put (down) GEX bars within the profile's spot range.
@@ -196,24 +275,20 @@ export function drawGexBars(canvas, gex) {
   }
   const { ctx, width, height } = prepare(canvas);
   const c = palette();
-  const axisW = 58;
   const axisH = 18;
-  const plotW = width - axisW;
   const plotH = height - axisH;
+  const maxAbs = Math.max(...idx.map((i) => Math.max(Math.abs(calls[i] || 0), Math.abs(puts[i] || 0))), 1);
+  const valueTicks = ticks(-maxAbs, maxAbs, Math.max(2, Math.floor(plotH / 32)));
+  const plotW = width - widest(ctx, valueTicks.map(fmtUsd)) - 10;
   const lo = Math.min(...idx.map((i) => k[i]), gex.spot ?? Infinity);
   const hi = Math.max(...idx.map((i) => k[i]), gex.spot ?? -Infinity);
   const span = hi - lo || 1;
   const x = (s) => ((s - lo) / span) * (plotW - 20) + 10;
-  const maxAbs = Math.max(...idx.map((i) => Math.max(Math.abs(calls[i] || 0), Math.abs(puts[i] || 0))), 1);
-  const mid = plotH / 2;
-  const h = (v) => (v / maxAbs) * (plotH / 2 - 8);
-  ctx.strokeStyle = c.grid;
-  ctx.fillStyle = c.muted;
-  ctx.textAlign = "left";
-  for (const v of [maxAbs, maxAbs / 2, 0, -maxAbs / 2, -maxAbs]) {
-    ctx.beginPath(); ctx.moveTo(0, mid - h(v)); ctx.lineTo(plotW, mid - h(v)); ctx.stroke();
-    ctx.fillText(fmtUsd(v), plotW + 4, mid - h(v) + 4);
-  }
+  const levels = layoutMarkers(ctx, c, markers(gex), x, plotW);
+  const band = markerBand(levels);
+  const mid = band + (plotH - band) / 2;
+  const h = (v) => (v / maxAbs) * ((plotH - band) / 2 - 8);
+  valueAxis(ctx, c, valueTicks, (v) => mid - h(v), plotW, plotH);
   const barW = Math.max(1, ((plotW - 20) / Math.max(idx.length, 1)) * 0.7);
   for (const i of idx) {
     const bx = x(k[i]) - barW / 2;
@@ -222,10 +297,8 @@ export function drawGexBars(canvas, gex) {
     ctx.fillStyle = c.down;
     ctx.fillRect(bx, mid, barW, h(Math.abs(Math.min(puts[i] || 0, 0))));
   }
-  ctx.fillStyle = c.muted;
-  ctx.textAlign = "center";
-  for (const s of ticks(lo, hi, 6)) ctx.fillText(String(+s.toFixed(2)), x(s), height - 4);
-  drawMarkers(ctx, c, markers(gex), x, 0, plotH, plotW);
+  strikeAxis(ctx, c, lo, hi, x, plotW, height);
+  drawMarkers(ctx, c, levels, plotH);
   canvas.dataset.bars = String(idx.length);
 }
 
@@ -240,24 +313,21 @@ export function drawGexProfile(canvas, gex) {
   }
   const { ctx, width, height } = prepare(canvas);
   const c = palette();
-  const axisW = 58;
   const axisH = 18;
-  const plotW = width - axisW;
   const plotH = height - axisH;
   const lo = Math.min(...spots);
   const hi = Math.max(...spots);
   let vmin = Math.min(...values, 0);
   let vmax = Math.max(...values, 0);
   if (vmax - vmin < 1) { vmin -= 1; vmax += 1; }
+  const valueTicks = ticks(vmin, vmax, Math.max(2, Math.floor(plotH / 32)));
+  const plotW = width - widest(ctx, valueTicks.map(fmtUsd)) - 10;
   const x = (s) => ((s - lo) / (hi - lo)) * (plotW - 20) + 10;
-  const y = (v) => 8 + (plotH - 16) * (1 - (v - vmin) / (vmax - vmin));
-  ctx.strokeStyle = c.grid;
-  ctx.fillStyle = c.muted;
-  ctx.textAlign = "left";
-  for (const v of ticks(vmin, vmax, 4)) {
-    ctx.beginPath(); ctx.moveTo(0, y(v)); ctx.lineTo(plotW, y(v)); ctx.stroke();
-    ctx.fillText(fmtUsd(v), plotW + 4, y(v) + 4);
-  }
+  const shown = markers(gex).filter((m) => m.label === "spot" || m.label === "zero γ");
+  const levels = layoutMarkers(ctx, c, shown, x, plotW);
+  const band = markerBand(levels);
+  const y = (v) => band + 8 + (plotH - band - 16) * (1 - (v - vmin) / (vmax - vmin));
+  valueAxis(ctx, c, valueTicks, y, plotW, plotH);
   ctx.strokeStyle = c.muted;
   ctx.beginPath(); ctx.moveTo(0, y(0)); ctx.lineTo(plotW, y(0)); ctx.stroke();
   ctx.strokeStyle = c.text;
@@ -266,9 +336,7 @@ export function drawGexProfile(canvas, gex) {
   spots.forEach((s, i) => (i === 0 ? ctx.moveTo(x(s), y(values[i])) : ctx.lineTo(x(s), y(values[i]))));
   ctx.stroke();
   ctx.lineWidth = 1;
-  ctx.fillStyle = c.muted;
-  ctx.textAlign = "center";
-  for (const s of ticks(lo, hi, 6)) ctx.fillText(String(+s.toFixed(2)), x(s), height - 4);
-  drawMarkers(ctx, c, markers(gex).filter((m) => m.label === "spot" || m.label === "zero γ"), x, 0, plotH, plotW);
+  strikeAxis(ctx, c, lo, hi, x, plotW, height);
+  drawMarkers(ctx, c, levels, plotH);
   canvas.dataset.points = String(spots.length);
 }
