@@ -76,3 +76,20 @@ def test_injected_bad_events_are_caught_by_quality(settings: Settings, clock: Fa
     rejected = sum(stage.rejected.values())
     accepted = sum(stage.accepted.values())
     assert rejected < 0.05 * accepted
+
+
+def test_only_symbols_after_the_first_two_fall_silent(settings: Settings, clock: FakeClock) -> None:
+    """SPY and QQQ, the README's examples, trade and quote in every second; the others
+    have silences for the gap records and ``stale`` to show."""
+    sim = Simulator(settings.model_copy(update={"simulator_silence_share": 0.05}), clock)
+    seconds = {symbol: set() for symbol in sim.symbols}
+    for second in range(300):
+        batches = sim.step(600, NS_PER_SECOND)
+        for kind in (Kind.TRADE, Kind.QUOTE):
+            if kind in batches:  # none at all when every symbol is silent
+                for symbol in set(batches[kind].column("symbol").to_pylist()):
+                    seconds[symbol].add(second)
+    busy, others = sim.symbols[:2], sim.symbols[2:]
+    assert busy == ["SPY", "QQQ"]
+    assert all(len(seconds[s]) == 300 for s in busy), {s: len(seconds[s]) for s in busy}
+    assert all(len(seconds[s]) < 250 for s in others), {s: len(seconds[s]) for s in others}

@@ -5,7 +5,8 @@ clustering (a log-AR(1) volatility per step); a SPY-style option chain is priced
 Black-Scholes on a volatility smile, with open interest concentrated at round strikes and
 greeks that move with the underlying. A configurable share of bad events (outliers,
 duplicates, crossed quotes, late timestamps) and occasional silences exercise the quality
-stage. Every step is vectorised; the same seed gives the same events, whatever the pacing.
+stage; the first ``BUSY_SYMBOLS`` symbols never fall silent. Every step is vectorised; the
+same seed gives the same events, whatever the pacing.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ PROFILES: dict[str, tuple[float, float, float, float]] = {
     "$SPX": (6000.0, 0.01, 0.15, 1.0),
 }
 DEFAULT_PROFILE = (100.0, 0.01, 0.25, 1.0)
+BUSY_SYMBOLS = 2
+"""the first symbols (SPY and QQQ by default, the ones the README's examples use) never go
+quiet: a new user's first query must not answer ``stale``, nor their first stream wait a
+minute for a trade; the others' 40-90 s silences still give gaps and ``stale`` something
+to show (issue 20)"""
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -220,6 +226,7 @@ class Simulator:
         if share <= 0:
             return
         hit = self._rng.random(len(self.symbols)) < share
+        hit[:BUSY_SYMBOLS] = False
         if hit.any():
             length = self._rng.uniform(40, 90, size=int(hit.sum())) * NS_PER_SECOND
             self._silent_until[hit] = t0 + duration_ns + length.astype(np.int64)
