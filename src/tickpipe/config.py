@@ -275,6 +275,16 @@ class Settings(BaseSettings):
     access_log_max_bytes: int = Field(50 * 1024 * 1024, ge=4096, description="rotate past this")
     access_log_backups: int = Field(5, ge=0, description="rotated access log files kept")
 
+    streams_max: int = Field(
+        8, ge=1, description="history answers (downloads, replays, pages) open per API process"
+    )
+    streams_per_key: int = Field(
+        4, ge=1, description="history answers one key may have open at once (then 429)"
+    )
+    json_builds_max: int = Field(
+        2, ge=1, description="JSON history answers built at once per API process"
+    )
+
     @field_validator(
         "simulator_symbols",
         "schwab_symbols",

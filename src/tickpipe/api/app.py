@@ -14,9 +14,11 @@ from starlette.responses import Response
 
 from tickpipe import __version__
 from tickpipe.api import errors, observe
+from tickpipe.api.admission import Admission
 from tickpipe.api.context import ApiContext
 from tickpipe.api.hotpath import HotApp
 from tickpipe.api.responses import OrjsonResponse, degraded_reasons, install_openapi
+from tickpipe.api.revocation import KeyWatch
 from tickpipe.api.routes import admin, dashboard, docs, gex, metrics, quality, stream, ticks
 from tickpipe.status import Status
 
@@ -71,6 +73,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
             yield
             for task in tasks:
                 task.cancel()
+        app.state.key_watch.close()
 
     app = HotApp(
         lifespan=lifespan,
@@ -83,6 +86,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.state.realtime = ticks.Realtime(ctx)
+    app.state.admission = Admission.from_settings(ctx.settings)
+    app.state.key_watch = KeyWatch(ctx.keys)
     errors.install(app)
     observe.install(app, ctx)
 

@@ -91,13 +91,18 @@ def authorize(keys: KeyStore, limiter: RateLimiter, token: str | None, scope: st
     return key
 
 
-def authorize_request(conn: HTTPConnection, scope: str, *, query_token: bool = False) -> ApiKey:
-    """Check the key of an HTTP request or WebSocket against the app's key store.
-    ``query_token`` also accepts ``?token=`` (browsers cannot set WebSocket headers)."""
-    ctx = conn.app.state.ctx
-    token = bearer_token(
+def request_token(conn: HTTPConnection, *, query_token: bool = False) -> str | None:
+    """The key an HTTP request or WebSocket presents; ``query_token`` also accepts
+    ``?token=`` (browsers cannot set WebSocket headers)."""
+    return bearer_token(
         conn.headers.get("authorization"), conn.query_params.get("token") if query_token else None
     )
+
+
+def authorize_request(conn: HTTPConnection, scope: str, *, query_token: bool = False) -> ApiKey:
+    """Check the key of an HTTP request or WebSocket against the app's key store."""
+    ctx = conn.app.state.ctx
+    token = request_token(conn, query_token=query_token)
     key: ApiKey = authorize(ctx.keys, ctx.limiter, token, scope)
     return key
 

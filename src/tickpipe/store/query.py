@@ -6,13 +6,12 @@ aggregated in DuckDB, never in Python loops.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 
 from tickpipe.events import SCHEMAS, Kind
-from tickpipe.store.asof import TRADES_ASOF_SCHEMA, AsofQueries
+from tickpipe.store.asof import AsofQueries
 from tickpipe.store.bars import BarQueries
 from tickpipe.store.hot import HotStore
 from tickpipe.store.ranges import (
@@ -26,7 +25,6 @@ from tickpipe.store.ranges import (
     retry_once_on_vanished_file,
     symbol_params,
 )
-from tickpipe.store.rollup import BARS_SCHEMA
 
 __all__ = ["INTERVALS", "MAX_NS", "NS", "PageKey", "Query", "interval_ns"]
 
@@ -91,69 +89,6 @@ class Query(BarQueries, AsofQueries):
         )
         return con.sql(sql, params=params).to_arrow_table().cast(_REPLAY_SCHEMA)
 
-    # Whole-range readers, kept until the API reads ranges page by page (next commit).
-
-    def bars_reader(
-        self,
-        symbols: list[str],
-        start_ns: int,
-        end_ns: int,
-        interval: str,
-        *,
-        fill: bool = False,
-        batch_rows: int = 65_536,
-    ) -> pa.RecordBatchReader | None:
-        """``bars`` as a stream of record batches (downloads: bounded memory)."""
-        built = self._bars_sql(symbols, start_ns, end_ns, interval, fill=fill)
-        if built is None:
-            return None
-        con, sql, params = built
-        return _cast_reader(con.sql(sql, params=params).to_arrow_reader(batch_rows), BARS_SCHEMA)
-
-    def trades_with_quotes_reader(
-        self, symbols: list[str], start_ns: int, end_ns: int, *, batch_rows: int = 65_536
-    ) -> pa.RecordBatchReader | None:
-        """``trades_with_quotes`` as a stream of record batches (downloads)."""
-        built = self._asof_sql(symbols, start_ns, end_ns, 3600 * NS, None, None)
-        if built is None:
-            return None
-        con, sql, params = built
-        reader = con.sql(sql, params=params).to_arrow_reader(batch_rows)
-        return _cast_reader(reader, TRADES_ASOF_SCHEMA)
-
-    def replay_reader(
-        self,
-        datasets: list[str],
-        symbols: list[str],
-        start_ns: int,
-        end_ns: int,
-        batch_rows: int = 10_000,
-    ) -> pa.RecordBatchReader | None:
-        """(ts_event, line) in (ts_event, type, symbol, source, seq) order across datasets,
-        ``line`` each event as a JSON object with its ``type``; JSON built by DuckDB."""
-        start_ns, end_ns = clamp(start_ns), clamp(end_ns)
-        con = self._con()
-        parts: list[str] = []
-        params: dict[str, object] = {"start": start_ns, "end": end_ns}
-        in_list = symbol_params(symbols, params)
-        for dataset in datasets:
-            source, more = self._from_clause(con, dataset, start_ns, end_ns)
-            if not source:
-                continue
-            params.update(more)
-            parts.append(
-                f"SELECT ts_event, '{dataset}' AS type, symbol, source, seq, to_json(t) AS line "
-                f"FROM (SELECT '{dataset}' AS type, * FROM {source} "
-                f"WHERE ts_event >= $start AND ts_event < $end AND symbol IN ({in_list})) t"
-            )
-        if not parts:
-            return None
-        sql = (
-            "SELECT ts_event, line FROM (" + " UNION ALL ".join(parts) + ") "
-            "ORDER BY ts_event, type, symbol, source, seq"
-        )
-        return con.sql(sql, params=params).to_arrow_reader(batch_rows)
-
 
 _REPLAY_SCHEMA = pa.schema(
     [
@@ -165,16 +100,3 @@ _REPLAY_SCHEMA = pa.schema(
         ("line", pa.string()),
     ]
 )
-
-
-def _cast_reader(reader: pa.RecordBatchReader, schema: pa.Schema) -> pa.RecordBatchReader:
-    """DuckDB's batches under the promised schema (its sum() is DECIMAL/HUGEINT-free here,
-    but nullability and int widths may differ), still streaming."""
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        for batch in reader:
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(f.name).cast(f.type) for f in schema], schema=schema
-            )
-
-    return pa.RecordBatchReader.from_batches(schema, batches())

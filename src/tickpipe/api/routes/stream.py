@@ -1,4 +1,10 @@
-"""Live events over a WebSocket, and historical replay at a chosen speed."""
+"""Live events over a WebSocket, and historical replay at a chosen speed.
+
+Both end within a second of their key's revocation (``revocation.py``): the WebSocket with
+a ``key_revoked`` error frame and close code 4401, a replay with a ``key_revoked`` error
+line. A replay is read page by page (``store/pages.py``), a short query each, paced in
+between: no query stays open for the replay's length.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +18,23 @@ from typing import Annotated, Any
 import numpy as np
 import orjson
 import pyarrow as pa
-from fastapi import APIRouter, Depends, Query, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
 from starlette.responses import StreamingResponse
 
-from tickpipe.api.auth import authorize_websocket, require
+from tickpipe.api.auth import authorize_websocket, request_token, require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import records_json, with_type_and_time
 from tickpipe.api.errors import ApiError
 from tickpipe.api.params import parse_range, parse_symbols, parse_types
+from tickpipe.api.revocation import REVOKED_MESSAGE, KeyWatch
 from tickpipe.api.routes import context
-from tickpipe.api.routes.ticks import check_cells
+from tickpipe.api.routes.ticks import admission, check_cells, key_revoked
+from tickpipe.api.streaming import FAREWELL_S, REVOKED_LINE, BoundedStream
 from tickpipe.errors import QueryError
 from tickpipe.events import SCHEMAS, Kind
 from tickpipe.store.bus import Subscription
 from tickpipe.store.keystore import ApiKey
+from tickpipe.store.pages import KeysetPages, replay_pages
 
 router = APIRouter(tags=["stream"])
 Ctx = Annotated[ApiContext, Depends(context)]
@@ -37,6 +46,8 @@ SEND_TIMEOUT_S = 5.0
 NOTICE_GRACE_S = 10.0
 """how long the slow_consumer notice and the close may wait for such a client"""
 CONFLATE_MS = (10, 60_000)
+REVOKED_CLOSE = 4401
+"""close code of a stream whose key was revoked (4000 + the HTTP status it stands for)"""
 
 
 async def _refuse(ws: WebSocket, code: str, message: str) -> None:
@@ -84,6 +95,8 @@ async def stream(ws: WebSocket) -> None:
     except QueryError as exc:
         await _refuse(ws, exc.code, str(exc))
         return
+    watch: KeyWatch = ws.app.state.key_watch
+    token = request_token(ws, query_token=True)
     sub = ctx.bus.subscribe(frozenset(kinds), frozenset(symbols), maxsize=QUEUE_BATCHES)
     await ws.accept()
     try:
@@ -98,9 +111,13 @@ async def stream(ws: WebSocket) -> None:
         async with asyncio.TaskGroup() as group:
             sender = group.create_task(_send(ws, sub, conflate_s))
             receiver = group.create_task(_drain_client(ws))
-            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-            for task in (sender, receiver):
+            revoked = group.create_task(watch.revoked(token))
+            tasks = {sender, receiver, revoked}
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
                 task.cancel()
+        if revoked.done() and not revoked.cancelled():
+            await _revoked(ws)
     except* (WebSocketDisconnect, RuntimeError):
         pass  # the client left, from either task: nothing to tell it
     finally:
@@ -124,6 +141,16 @@ async def _send(ws: WebSocket, sub: Subscription, conflate_s: float) -> None:
             except TimeoutError:
                 await _slow(ws, f"client read nothing for {SEND_TIMEOUT_S:g} s")
                 return
+
+
+async def _revoked(ws: WebSocket) -> None:
+    """Tell the client its key was revoked, then close with 4401; a client that does not
+    read is given ``FAREWELL_S`` for it, then left (the server closes the socket)."""
+    body = orjson.dumps({"error": {"code": "key_revoked", "message": REVOKED_MESSAGE}}).decode()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(FAREWELL_S):
+            await ws.send_text(body)
+            await ws.close(code=REVOKED_CLOSE)
 
 
 async def _slow(ws: WebSocket, why: str) -> None:
@@ -239,8 +266,9 @@ NDJSON = "application/x-ndjson"
     },
 )
 async def replay(
+    request: Request,
     ctx: Ctx,
-    _: Annotated[ApiKey, Depends(require("read"))],
+    key: Annotated[ApiKey, Depends(require("read"))],
     symbols: Annotated[str, Query(examples=["SPY"])],
     start_time: Annotated[str, Query(examples=["2026-11-26T14:30:00Z"])],
     end_time: Annotated[str, Query(examples=["2026-11-26T14:35:00Z"])],
@@ -254,59 +282,75 @@ async def replay(
         ),
     ] = 1.0,
     types: Annotated[str | None, Query(description="default trade,quote")] = None,
-) -> StreamingResponse:
+) -> BoundedStream:
     """One JSON event per line, each with its `type`, in (ts_event, type, symbol, seq) order,
     emitted at `speed` times the pace at which they happened. Priced like a download
-    (rows x columns, checked before the query runs)."""
+    (rows x columns, checked before the query runs) and admitted like one (503
+    `server_busy` or 429 `too_many_streams` with `Retry-After` past the budget). If the
+    key is revoked meanwhile, the last line is `{"error": {"code": "key_revoked", ...}}`."""
     syms = parse_symbols(symbols)
     kinds = parse_types(types, (Kind.TRADE, Kind.QUOTE))
     start_ns, end_ns = parse_range(start_time, end_time)
-    cells = 0
-    for kind in kinds:
-        rows = await asyncio.to_thread(ctx.query.count, kind.value, syms, start_ns, end_ns)
-        cells += rows * len(SCHEMAS[kind])
-    check_cells(ctx, cells, "the events asked for", end_ns - start_ns)
-    reader = await asyncio.to_thread(_replay_reader, ctx, syms, kinds, start_ns, end_ns)
-    return StreamingResponse(_paced(reader, speed), media_type=NDJSON)
-
-
-def _replay_reader(
-    ctx: ApiContext, symbols: list[str], kinds: list[Kind], start_ns: int, end_ns: int
-) -> pa.RecordBatchReader | None:
-    return ctx.query.replay_reader([k.value for k in kinds], symbols, start_ns, end_ns)
-
-
-def _next_batch(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
-    """StopIteration must not cross into a Future (it would hang the awaiting task)."""
+    ticket = await admission(request).admit(key)
     try:
-        return reader.read_next_batch()
-    except StopIteration:
-        return None
+        cells = rows = 0
+        for kind in kinds:
+            found = await asyncio.to_thread(ctx.query.count, kind.value, syms, start_ns, end_ns)
+            cells += found * len(SCHEMAS[kind])
+            rows += found
+        check_cells(ctx, cells, "the events asked for", end_ns - start_ns)
+        pages = replay_pages(ctx.query, kinds, syms, start_ns, end_ns, expected_rows=rows)
+        return BoundedStream(
+            _paced(pages, speed),
+            media_type=NDJSON,
+            ticket=ticket,
+            revoked=key_revoked(request),
+            farewell=REVOKED_LINE,
+        )
+    except BaseException:
+        ticket.release()
+        raise
 
 
-async def _paced(reader: pa.RecordBatchReader | None, speed: float) -> AsyncIterator[bytes]:
-    if reader is None:
-        return
-    started = time.monotonic()
+def _ndjson(lines: pa.Array, start: int, stop: int) -> bytes:
+    """Lines ``start`` to ``stop`` (each already ending in a newline) as one bytes object:
+    one copy out of the Arrow data buffer, no Python string per line."""
+    offsets = np.frombuffer(
+        lines.buffers()[1], dtype=np.int32, count=len(lines) + 1, offset=4 * lines.offset
+    )
+    data = lines.buffers()[2]
+    first, last = int(offsets[start]), int(offsets[stop])
+    return b"" if data is None else data[first:last].to_pybytes()
+
+
+async def _paced(pages: KeysetPages, speed: float) -> AsyncIterator[bytes]:
+    """The pages' lines at ``speed`` x their pace (0: at once). The next page is read while
+    this one is paced, so a page boundary adds no delay: two pages held at most."""
+    upcoming = asyncio.ensure_future(asyncio.to_thread(pages.next_page))
+    started = 0.0
     first_ts: int | None = None
-    while True:
-        batch = await asyncio.to_thread(_next_batch, reader)
-        if batch is None:
-            return
-        ts = batch.column(0).to_numpy()
-        lines = batch.column(1).to_pylist()
-        if speed == 0:
-            yield ("\n".join(lines) + "\n").encode()
-            continue
-        if first_ts is None:
-            first_ts = int(ts[0])
-        due = (ts - first_ts) / 1e9 / speed  # seconds after start each event is due
-        pos = 0
-        while pos < len(lines):
-            now = time.monotonic() - started
-            upto = int(np.searchsorted(due, now, side="right"))
-            if upto <= pos:
-                await asyncio.sleep(float(due[pos]) - now)
+    try:
+        while True:
+            page = await upcoming
+            if page is None:
+                return
+            upcoming = asyncio.ensure_future(asyncio.to_thread(pages.next_page))
+            lines = page.column("line").combine_chunks()
+            if speed == 0:
+                yield _ndjson(lines, 0, len(lines))
                 continue
-            yield ("\n".join(lines[pos:upto]) + "\n").encode()
-            pos = upto
+            ts = page.column("ts_event").to_numpy()
+            if first_ts is None:
+                first_ts, started = int(ts[0]), time.monotonic()
+            due = (ts - first_ts) / 1e9 / speed  # seconds after start each event is due
+            pos = 0
+            while pos < len(lines):
+                now = time.monotonic() - started
+                upto = int(np.searchsorted(due, now, side="right"))
+                if upto <= pos:
+                    await asyncio.sleep(float(due[pos]) - now)
+                    continue
+                yield _ndjson(lines, pos, upto)
+                pos = upto
+    finally:
+        upcoming.cancel()

@@ -3,26 +3,30 @@
 Every history request is priced before its query runs (``Limits``): raw downloads by rows
 x columns (a count pruned by row-group statistics), bars by intervals x symbols over the
 span that can hold data. Over the limit is a 400 ``range_too_large`` that says how to
-split the request. Downloads stream from DuckDB record-batch readers, so memory stays
-bounded however large the answer and however slowly the client reads.
+split the request. Every history answer is admitted first (``admission.py``: a 429 or
+503 with ``Retry-After`` past the budget); downloads are read page by page
+(``store/pages.py``) as the client takes them (``streaming.py``), so memory stays bounded
+per request and in total however large the answer and however slowly it is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
-from collections.abc import Iterable
-from typing import Annotated, Literal
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from typing import Annotated, Any, Literal
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from fastapi import APIRouter, Depends, Query, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from tickpipe.api import observe
-from tickpipe.api.auth import authorize_scope, require
+from tickpipe.api.admission import Admission, Ticket
+from tickpipe.api.auth import authorize_scope, request_token, require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import (
     MEDIA_TYPES,
@@ -42,10 +46,14 @@ from tickpipe.api.params import (
     parse_symbols,
     parse_types,
 )
+from tickpipe.api.revocation import KeyWatch
 from tickpipe.api.routes import context
+from tickpipe.api.streaming import BoundedStream, in_threads
 from tickpipe.errors import QueryError
 from tickpipe.events import SCHEMAS, Kind
+from tickpipe.store.asof import TRADES_ASOF_SCHEMA
 from tickpipe.store.keystore import ApiKey
+from tickpipe.store.pages import asof_pages, bar_pages, event_pages
 from tickpipe.store.query import interval_ns
 from tickpipe.store.rollup import BARS_SCHEMA
 
@@ -53,10 +61,10 @@ router = APIRouter(tags=["ticks"])
 Read = Annotated[ApiKey, Depends(require("read"))]
 Ctx = Annotated[ApiContext, Depends(context)]
 
-STREAM_BATCH_ROWS = 65_536
 JSON = "application/json"
 _HIGH = "\uffff"
 _ASOF_COLUMNS = 4
+_ASOF_LOOKBACK_NS = 3600 * NS
 
 
 REALTIME_PARAMS = [
@@ -274,8 +282,9 @@ async def latest_quotes(
     openapi_extra={"x-tickpipe-download": True},
 )
 async def historical(
+    request: Request,
     ctx: Ctx,
-    _: Read,
+    key: Read,
     symbols: Annotated[
         str,
         Query(
@@ -303,10 +312,15 @@ async def historical(
 ) -> Response:
     """JSON pages (`{"data": [...], "next_cursor": ...}`), or one Arrow IPC stream, Parquet
     file or CSV streamed whole. Each request's cost is checked first: over the limit is a
-    400 `range_too_large` naming the limit and how to split the request."""
+    400 `range_too_large` naming the limit and how to split the request. Past the server's
+    budget of downloads (`TICKPIPE_STREAMS_MAX`, `TICKPIPE_STREAMS_PER_KEY`) or of JSON
+    answers computed at once: 503 `server_busy` or 429 `too_many_streams`, with
+    `Retry-After`."""
     syms = parse_symbols(symbols)
     if interval is not None:
-        return await _bars(ctx, syms, start_time, end_time, interval, format, fill == "prev")
+        return await _bars(
+            request, ctx, key, syms, start_time, end_time, interval, format, fill == "prev"
+        )
     if fill != "none":
         raise QueryError(
             "fill applies to bars: add interval=1m (or another interval)", code="bad_parameter"
@@ -319,10 +333,13 @@ async def historical(
             start_time, end_time, max_ns=ctx.limits.json_range_ns, what=" for JSON"
         )
         after = decode_cursor(cursor) if cursor else None
-        body = await asyncio.to_thread(
-            _json_page, ctx, syms, kinds, start_ns, end_ns, limit, after, asof == "quote"
+        return await json_answer(
+            request,
+            key,
+            functools.partial(
+                _json_page, ctx, syms, kinds, start_ns, end_ns, limit, after, asof == "quote"
+            ),
         )
-        return Response(body, media_type=JSON)
     if cursor:
         raise QueryError(
             "cursor applies to format=json; binary formats stream the whole range",
@@ -334,25 +351,76 @@ async def historical(
         )
     kind = kinds[0]
     start_ns, end_ns = parse_range(start_time, end_time)
-    rows = await asyncio.to_thread(ctx.query.count, kind.value, syms, start_ns, end_ns)
-    columns = len(SCHEMAS[kind]) + (_ASOF_COLUMNS if asof == "quote" else 0)
-    check_cells(ctx, rows * columns, f"{rows:,} rows x {columns} columns", end_ns - start_ns)
-    if asof == "quote":
-        reader = await asyncio.to_thread(
-            ctx.query.trades_with_quotes_reader, syms, start_ns, end_ns
+    ticket = await admission(request).admit(key)
+    try:
+        rows = await asyncio.to_thread(ctx.query.count, kind.value, syms, start_ns, end_ns)
+        columns = len(SCHEMAS[kind]) + (_ASOF_COLUMNS if asof == "quote" else 0)
+        check_cells(ctx, rows * columns, f"{rows:,} rows x {columns} columns", end_ns - start_ns)
+        if asof == "quote":
+            pages = asof_pages(
+                ctx.query, syms, start_ns, end_ns, lookback_ns=_ASOF_LOOKBACK_NS, expected_rows=rows
+            )
+        else:
+            pages = event_pages(ctx.query, kind, syms, start_ns, end_ns, expected_rows=rows)
+        schema = TRADES_ASOF_SCHEMA if asof == "quote" else SCHEMAS[kind]
+        return download(request, ticket, format, schema, pages)
+    except BaseException:
+        ticket.release()
+        raise
+
+
+async def json_answer(
+    request: Request, key: ApiKey, build: Callable[[], tuple[bytes, int]]
+) -> BoundedStream:
+    """A JSON history answer: admitted, built in a worker thread (``builds_max`` at once),
+    then sent as the client reads it, holding its ticket until then."""
+    budget = admission(request)
+    ticket = await budget.admit(key)
+    try:
+        async with budget.building():
+            body, rows = await asyncio.to_thread(build)
+        observe.note(request, rows=rows)
+        return BoundedStream(
+            _once(body), media_type=JSON, ticket=ticket, revoked=key_revoked(request)
         )
-    else:
-        reader = await asyncio.to_thread(_events_reader, ctx, kind, syms, start_ns, end_ns)
-    if reader is None:
-        return _stream(format, SCHEMAS[kind], [])
-    return _stream(format, reader.schema, reader)
+    except BaseException:
+        ticket.release()
+        raise
 
 
-def _events_reader(
-    ctx: ApiContext, kind: Kind, symbols: list[str], start_ns: int, end_ns: int
-) -> pa.RecordBatchReader | None:
-    rel = ctx.query.events_relation(kind.value, symbols, start_ns, end_ns)
-    return None if rel is None else rel.to_arrow_reader(STREAM_BATCH_ROWS)
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+def admission(request: Request) -> Admission:
+    """The app's budget of history answers (``admission.py``)."""
+    found: Admission = request.app.state.admission
+    return found
+
+
+def key_revoked(request: Request) -> Callable[[], Coroutine[Any, Any, None]]:
+    """Awaitable that returns once the key of ``request`` is revoked (``revocation.py``)."""
+    watch: KeyWatch = request.app.state.key_watch
+    return functools.partial(watch.revoked, request_token(request))
+
+
+def download(
+    request: Request, ticket: Ticket, fmt: str, schema: pa.Schema, pages: Iterable[pa.Table]
+) -> BoundedStream:
+    """``pages`` as one Arrow IPC stream, Parquet file or CSV, each page read and encoded
+    only when the client has taken the previous one."""
+    return BoundedStream(
+        in_threads(STREAMERS[fmt](schema, _batches(pages))),
+        media_type=MEDIA_TYPES[fmt],
+        ticket=ticket,
+        revoked=key_revoked(request),
+        headers={"Content-Disposition": f'attachment; filename="tickpipe.{fmt}"'},
+    )
+
+
+def _batches(pages: Iterable[pa.Table]) -> Iterator[pa.RecordBatch]:
+    for page in pages:
+        yield from page.combine_chunks().to_batches()
 
 
 def check_cells(ctx: ApiContext, cells: int, what: str, range_ns: int) -> None:
@@ -377,14 +445,6 @@ def _duration(ns: int) -> str:
     return f"{seconds:.3g} seconds"
 
 
-def _stream(fmt: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> StreamingResponse:
-    return StreamingResponse(
-        STREAMERS[fmt](schema, batches),
-        media_type=MEDIA_TYPES[fmt],
-        headers={"Content-Disposition": f'attachment; filename="tickpipe.{fmt}"'},
-    )
-
-
 def _json_page(
     ctx: ApiContext,
     symbols: list[str],
@@ -394,18 +454,32 @@ def _json_page(
     limit: int,
     after: Cursor | None,
     asof: bool,
-) -> bytes:
+) -> tuple[bytes, int]:
     """One page across kinds, ordered by (ts_event, type, symbol, source, seq); at most
-    ``limit`` rows, so its cost is bounded by the page size."""
+    ``limit`` rows, so its cost is bounded by the page size: each kind's rows are read in
+    windows that hold about a page (``store/pages.py``), never sorted whole."""
     tables = []
     for kind in sorted(kinds, key=lambda k: k.value):
         kind_after = _after_for(kind.value, after)
         if asof:
-            table = ctx.query.trades_with_quotes(
-                symbols, start_ns, end_ns, limit=limit + 1, after=kind_after
+            pages = asof_pages(
+                ctx.query,
+                symbols,
+                start_ns,
+                end_ns,
+                lookback_ns=_ASOF_LOOKBACK_NS,
+                rows=limit + 1,
+                after=kind_after,
             )
+            schema = TRADES_ASOF_SCHEMA
         else:
-            table = ctx.query.events(kind, symbols, start_ns, end_ns, limit + 1, after=kind_after)
+            pages = event_pages(
+                ctx.query, kind, symbols, start_ns, end_ns, rows=limit + 1, after=kind_after
+            )
+            schema = SCHEMAS[kind]
+        table = pa.Table.from_batches(
+            [b for page in pages.take(limit + 1) for b in page.to_batches()], schema=schema
+        )
         tables.append(with_type_and_time(table, kind.value))
     if len(tables) == 1:
         page = tables[0]
@@ -431,7 +505,7 @@ def _json_page(
         extra = b',"next_cursor":"' + token.encode() + b'"'
     else:
         extra = b',"next_cursor":null'
-    return data_json([records_json(page)], extra)
+    return data_json([records_json(page)], extra), page.num_rows
 
 
 def _after_for(kind: str, cursor: Cursor | None) -> tuple[int, str, str, int] | None:
@@ -462,7 +536,15 @@ def bars_estimate(
 
 
 async def _bars(
-    ctx: ApiContext, symbols: list[str], start: str, end: str, interval: str, fmt: str, fill: bool
+    request: Request,
+    ctx: ApiContext,
+    key: ApiKey,
+    symbols: list[str],
+    start: str,
+    end: str,
+    interval: str,
+    fmt: str,
+    fill: bool,
 ) -> Response:
     step = interval_ns(interval)
     start_ns, end_ns = parse_range(start, end)
@@ -479,11 +561,20 @@ async def _bars(
             code="range_too_large",
         )
     if fmt != "json":
-        reader = await asyncio.to_thread(
-            ctx.query.bars_reader, symbols, start_ns, end_ns, interval, fill=fill
-        )
-        return _stream(fmt, BARS_SCHEMA, [] if reader is None else reader)
-    table = await asyncio.to_thread(ctx.query.bars, symbols, start_ns, end_ns, interval, fill=fill)
+        ticket = await admission(request).admit(key)
+        pages = bar_pages(ctx.query, symbols, start_ns, end_ns, interval, fill=fill)
+        return download(request, ticket, fmt, BARS_SCHEMA, pages)
+    return await json_answer(
+        request,
+        key,
+        functools.partial(_json_bars, ctx, symbols, start_ns, end_ns, interval, fill),
+    )
+
+
+def _json_bars(
+    ctx: ApiContext, symbols: list[str], start_ns: int, end_ns: int, interval: str, fill: bool
+) -> tuple[bytes, int]:
+    table = ctx.query.bars(symbols, start_ns, end_ns, interval, fill=fill)
     table = table.rename_columns(["time_ns" if c == "time" else c for c in table.column_names])
     table = table.add_column(1, "time", iso_times(table.column("time_ns")))
-    return Response(data_json([records_json(table)]), media_type=JSON)
+    return data_json([records_json(table)]), table.num_rows
