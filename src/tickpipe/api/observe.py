@@ -78,9 +78,18 @@ _Entry = tuple[
 """(time ns, method, route, path, status, duration ns, headers, query, body, bytes, notes)"""
 
 
-def note(conn: HTTPConnection, *, rows: int | None = None, cache: str | None = None) -> None:
+def note(
+    conn: HTTPConnection,
+    *,
+    rows: int | None = None,
+    cache: str | None = None,
+    status: int | None = None,
+) -> None:
     """Tell the access log what this request returned: ``rows`` and ``cache`` ("hit" or
-    "miss"). A no-op outside the middleware (unit tests calling routes directly)."""
+    "miss"); for a WebSocket, ``status`` when the handshake's own (101, or 403 for one
+    closed before it was accepted) would mislead: a refusal accepted only to carry its
+    JSON reason to browsers is logged with the reason's status. A no-op outside the
+    middleware (unit tests calling routes directly)."""
     notes = conn.scope.get(NOTES)
     if notes is None:
         return
@@ -88,6 +97,8 @@ def note(conn: HTTPConnection, *, rows: int | None = None, cache: str | None = N
         notes["rows"] = rows
     if cache is not None:
         notes["cache"] = cache
+    if status is not None:
+        notes["status"] = status
 
 
 def count_rows(body: bytes) -> int | None:
@@ -435,6 +446,7 @@ class ObserveMiddleware:
                 template = getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
                 self.metrics.websocket(template)
                 notes.setdefault("rows", messages)
+                status = notes.pop("status", status)
                 if self.log.enabled:
                     self.log.record(
                         (

@@ -21,6 +21,7 @@ import pyarrow as pa
 from fastapi import APIRouter, Depends, Query, Request, WebSocket, WebSocketDisconnect
 from starlette.responses import StreamingResponse
 
+from tickpipe.api import observe
 from tickpipe.api.auth import authorize_websocket, request_token, require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import records_json, with_type_and_time
@@ -50,8 +51,10 @@ REVOKED_CLOSE = 4401
 """close code of a stream whose key was revoked (4000 + the HTTP status it stands for)"""
 
 
-async def _refuse(ws: WebSocket, code: str, message: str) -> None:
-    """Accept, say why in JSON, close: browsers cannot read a refused handshake."""
+async def _refuse(ws: WebSocket, status: int, code: str, message: str) -> None:
+    """Accept, say why in JSON, close: browsers cannot read a refused handshake. The
+    access log shows the refusal's own status (401, 403, 400), not the handshake's 101."""
+    observe.note(ws, status=status)
     await ws.accept()
     await ws.send_text(orjson.dumps({"error": {"code": code, "message": message}}).decode())
     await ws.close(code=1008)
@@ -90,10 +93,10 @@ async def stream(ws: WebSocket) -> None:
         kinds = parse_types(ws.query_params.get("types"), STREAM_KINDS)
         conflate_s = _conflate_param(ws.query_params.get("conflate"))
     except ApiError as exc:
-        await _refuse(ws, exc.code, exc.message)
+        await _refuse(ws, exc.status, exc.code, exc.message)
         return
     except QueryError as exc:
-        await _refuse(ws, exc.code, str(exc))
+        await _refuse(ws, exc.status, exc.code, str(exc))
         return
     watch: KeyWatch = ws.app.state.key_watch
     token = request_token(ws, query_token=True)
