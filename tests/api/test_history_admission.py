@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import duckdb
 import httpx
 import pytest
 
@@ -94,6 +95,32 @@ async def test_a_burst_of_short_answers_waits_its_turn(api: Api) -> None:
     assert [r.status_code for r in answers] == [200] * 6
     assert all(len(r.json()["data"]) == 2 for r in answers)
     assert app.state.admission.open == 0
+
+
+async def test_the_query_engine_out_of_memory_is_a_503_not_a_500(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's memory limit is shared by every query of the process: another answer's
+    peak can leave none for this one, which is the server being busy."""
+    t0 = await two_trades_an_hour_apart(api)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise duckdb.OutOfMemoryException("Out of Memory Error: failed to pin block")
+
+    monkeypatch.setattr(api.ctx.query, "count", full)
+    monkeypatch.setattr(api.ctx.query, "bars", full)
+    monkeypatch.setattr(api.ctx.query, "events", full)
+    window = f"symbols=SPY&start_time={t0}&end_time={t0 + 2 * HOUR}"
+    for path in (
+        f"/api/v1/ticks/historical?{window}",
+        f"/api/v1/ticks/historical?{window}&format=csv",
+        f"/api/v1/ticks/historical?{window}&interval=1m",
+        f"/api/v1/replay?{window}",
+    ):
+        response = await api.client.get(path, headers=api.auth())
+        assert response.status_code == 503, (path, response.text)
+        assert response.json()["error"]["code"] == "server_busy"
+        assert response.headers["retry-after"] == "2"
 
 
 KEY = ApiKey("k", "k", "", frozenset({"read"}), 10.0, 0, None)

@@ -182,3 +182,20 @@ def test_a_page_boundary_inside_repeated_keys_loses_nothing() -> None:
 
     pages = KeysetPages(fetch, 0, 10, kind="trade", rows=2)
     assert _whole(pages).column("n").to_pylist() == [0, 1, 2, 3, 4]
+
+
+def test_pages_read_nothing_until_the_first_page_is_asked(
+    query: Query, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages are made where a request is routed (the event loop); the journal is read only
+    with the first page, in the worker thread that asks for it."""
+    asked: list[str] = []
+    monkeypatch.setattr(query, "span", lambda dataset: asked.append(dataset))
+    pages = [
+        event_pages(query, Kind.TRADE, SYMBOLS, 0, 10**19),
+        replay_pages(query, [Kind.TRADE, Kind.QUOTE], SYMBOLS, 0, 10**19),
+        asof_pages(query, SYMBOLS, 0, 10**19, lookback_ns=1),
+    ]
+    assert asked == []
+    assert [p.next_page() for p in pages] == [None, None, None]  # nothing stored, by span
+    assert asked == ["trade", "quote", "trade", "trade"]

@@ -100,7 +100,7 @@ class Admission:
                 "ended",
                 {"Retry-After": str(RETRY_AFTER_S)},
             )
-        return _busy(
+        return busy(
             f"the server is serving {self.open} history answers (downloads, replays, "
             f"pages), its limit (TICKPIPE_STREAMS_MAX={self.streams_max})"
         )
@@ -120,14 +120,14 @@ class Admission:
         """Hold one of the ``builds_max`` places while a JSON answer is built."""
         if self._builds.locked() and self._waiting >= WAIT_QUEUE:
             self.refused += 1
-            raise _busy(f"{self._waiting} JSON answers are waiting to be built already")
+            raise busy(f"{self._waiting} JSON answers are waiting to be built already")
         self._waiting += 1
         try:
             async with asyncio.timeout(BUILD_WAIT_S):
                 await self._builds.acquire()
         except TimeoutError:
             self.refused += 1
-            raise _busy(
+            raise busy(
                 f"no JSON answer could start within {BUILD_WAIT_S:g} s "
                 f"(TICKPIPE_JSON_BUILDS_MAX={self.builds_max} are built at once)"
             ) from None
@@ -139,7 +139,8 @@ class Admission:
             self._builds.release()
 
 
-def _busy(why: str) -> ApiError:
+def busy(why: str) -> ApiError:
+    """503 ``server_busy`` with ``Retry-After``, saying why."""
     return ApiError(
         503,
         "server_busy",

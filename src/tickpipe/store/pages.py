@@ -69,26 +69,40 @@ class KeysetPages:
         rows: int = PAGE_ROWS,
         expected_rows: int | None = None,
         after: PageKey | None = None,
+        stored: Callable[[], tuple[int, int] | None] | None = None,
     ) -> None:
         """``kind``: the ``type`` of every row when the pages hold one kind (the rows then
         carry no ``type`` column). ``expected_rows``: the range's row count if known (the
         first window is sized from it; else it spans ``FIRST_WIDTH_NS`` and grows).
-        ``after``: resume strictly after this key (a cursor)."""
+        ``after``: resume strictly after this key (a cursor). ``stored``: the [first, last]
+        ns that may hold rows, asked with the first page (it reads the journal: in the
+        worker thread, never where the pages are made)."""
         self._fetch = fetch
         self._kind = kind
         self._rows = max(int(rows), 2)
         self._lo = max(int(start_ns), 0)
         self._end = min(int(end_ns), MAX_NS)
         self._after = after
-        if after is not None and after[0] >= self._lo:
-            self._lo = after[0]
-        span = self._end - self._lo
-        if expected_rows:
-            self._width = max(span * self._rows // max(expected_rows, 1), 1)
-        else:
-            self._width = max(min(span, FIRST_WIDTH_NS), 1)
+        self._expected = expected_rows
+        self._stored = stored
+        self._width = 0
         self.queries = 0
         """page queries run so far (a test measures that windows are sized well)"""
+
+    def _begin(self) -> None:
+        if self._stored is not None:
+            span = self._stored()
+            if span is None:
+                self._end = self._lo
+            else:
+                self._lo, self._end = max(self._lo, span[0]), min(self._end, span[1] + 1)
+        if self._after is not None and self._after[0] >= self._lo:
+            self._lo = self._after[0]
+        span_ns = self._end - self._lo
+        if self._expected:
+            self._width = max(span_ns * self._rows // max(self._expected, 1), 1)
+        else:
+            self._width = max(min(span_ns, FIRST_WIDTH_NS), 1)
 
     def __iter__(self) -> Iterator[pa.Table]:
         while (page := self.next_page()) is not None:
@@ -104,6 +118,8 @@ class KeysetPages:
 
     def next_page(self) -> pa.Table | None:
         """The next non-empty page, or None at the end of the range."""
+        if not self._width:
+            self._begin()
         while self._lo < self._end:
             hi = min(self._end, self._lo + self._width)
             limit = self._rows
@@ -166,14 +182,24 @@ def _without_last_key(page: pa.Table, kind: str | None) -> int:
     return int(page.num_rows) - int(pc.sum(same).as_py() or 0)
 
 
+def _stored(query: Query, datasets: list[str]) -> Callable[[], tuple[int, int] | None]:
+    """[first, last] ns where ``datasets`` may hold rows (cheap: no Parquet file opened)."""
+
+    def span() -> tuple[int, int] | None:
+        spans = [s for s in (query.span(d) for d in datasets) if s is not None]
+        if not spans:
+            return None
+        return min(s[0] for s in spans), max(s[1] for s in spans)
+
+    return span
+
+
 def _data_bounds(query: Query, datasets: list[str], start_ns: int, end_ns: int) -> tuple[int, int]:
-    """[start, end) narrowed to where ``datasets`` may hold rows (cheap: no file opened)."""
-    spans = [s for s in (query.span(d) for d in datasets) if s is not None]
-    if not spans:
+    """[start, end) narrowed to where ``datasets`` may hold rows."""
+    span = _stored(query, datasets)()
+    if span is None:
         return start_ns, start_ns
-    low = min(s[0] for s in spans)
-    high = max(s[1] for s in spans)
-    return max(start_ns, low), min(end_ns, high + 1)
+    return max(start_ns, span[0]), min(end_ns, span[1] + 1)
 
 
 def event_pages(
@@ -189,19 +215,19 @@ def event_pages(
 ) -> KeysetPages:
     """Raw events of one kind in (ts_event, symbol, source, seq) order, under its schema,
     strictly after ``after`` (ts_event, symbol, source, seq) if given."""
-    lo, hi = _data_bounds(query, [kind.value], start_ns, end_ns)
 
     def fetch(lo: int, hi: int, after: PageKey | None, limit: int) -> pa.Table:
         return query.events(kind, symbols, lo, hi, limit, after=after and after_of(after))
 
     return KeysetPages(
         fetch,
-        lo,
-        hi,
+        start_ns,
+        end_ns,
         kind=kind.value,
         rows=rows,
         expected_rows=expected_rows,
         after=after and key_of(kind.value, after),
+        stored=_stored(query, [kind.value]),
     )
 
 
@@ -228,12 +254,19 @@ def replay_pages(
     """Events of several kinds in (ts_event, type, symbol, source, seq) order, each as
     ``line`` (a JSON object with its ``type``, built by DuckDB), beside ``ts_event``."""
     datasets = sorted(k.value for k in kinds)
-    lo, hi = _data_bounds(query, datasets, start_ns, end_ns)
 
     def fetch(lo: int, hi: int, after: PageKey | None, limit: int) -> pa.Table:
         return query.replay_page(datasets, symbols, lo, hi, after, limit)
 
-    return KeysetPages(fetch, lo, hi, kind=None, rows=rows, expected_rows=expected_rows)
+    return KeysetPages(
+        fetch,
+        start_ns,
+        end_ns,
+        kind=None,
+        rows=rows,
+        expected_rows=expected_rows,
+        stored=_stored(query, datasets),
+    )
 
 
 class _Prevailing:
@@ -269,7 +302,6 @@ def asof_pages(
 ) -> KeysetPages:
     """Trades with the bid/ask prevailing at each (``Query.trades_with_quotes``: quotes up
     to ``lookback_ns`` before ``start`` count), paged; strictly after ``after`` if given."""
-    lo, hi = _data_bounds(query, [Kind.TRADE.value], start_ns, end_ns)
     prevailing: list[_Prevailing] = []
 
     def fetch(lo: int, hi: int, after: PageKey | None, limit: int) -> pa.Table:
@@ -283,12 +315,13 @@ def asof_pages(
 
     return KeysetPages(
         fetch,
-        lo,
-        hi,
+        start_ns,
+        end_ns,
         kind=Kind.TRADE.value,
         rows=rows,
         expected_rows=expected_rows,
         after=after and key_of(Kind.TRADE.value, after),
+        stored=_stored(query, [Kind.TRADE.value]),
     )
 
 

@@ -29,7 +29,7 @@ from tickpipe.api.errors import ApiError
 from tickpipe.api.params import parse_range, parse_symbols, parse_types
 from tickpipe.api.revocation import REVOKED_MESSAGE, KeyWatch
 from tickpipe.api.routes import context
-from tickpipe.api.routes.ticks import admission, check_cells, key_revoked
+from tickpipe.api.routes.ticks import admission, check_cells, in_worker, key_revoked
 from tickpipe.api.streaming import FAREWELL_S, REVOKED_LINE, BoundedStream
 from tickpipe.errors import QueryError
 from tickpipe.events import SCHEMAS, Kind
@@ -298,7 +298,7 @@ async def replay(
     try:
         cells = rows = 0
         for kind in kinds:
-            found = await asyncio.to_thread(ctx.query.count, kind.value, syms, start_ns, end_ns)
+            found = await in_worker(ctx.query.count, kind.value, syms, start_ns, end_ns)
             cells += found * len(SCHEMAS[kind])
             rows += found
         check_cells(ctx, cells, "the events asked for", end_ns - start_ns)

@@ -16,8 +16,9 @@ import dataclasses
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
+import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,7 +26,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from tickpipe.api import observe
-from tickpipe.api.admission import Admission, Ticket
+from tickpipe.api.admission import Admission, Ticket, busy
 from tickpipe.api.auth import authorize_scope, request_token, require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import (
@@ -65,6 +66,7 @@ JSON = "application/json"
 _HIGH = "\uffff"
 _ASOF_COLUMNS = 4
 _ASOF_LOOKBACK_NS = 3600 * NS
+T = TypeVar("T")
 
 
 REALTIME_PARAMS = [
@@ -353,7 +355,7 @@ async def historical(
     start_ns, end_ns = parse_range(start_time, end_time)
     ticket = await admission(request).admit(key)
     try:
-        rows = await asyncio.to_thread(ctx.query.count, kind.value, syms, start_ns, end_ns)
+        rows = await in_worker(ctx.query.count, kind.value, syms, start_ns, end_ns)
         columns = len(SCHEMAS[kind]) + (_ASOF_COLUMNS if asof == "quote" else 0)
         check_cells(ctx, rows * columns, f"{rows:,} rows x {columns} columns", end_ns - start_ns)
         if asof == "quote":
@@ -378,7 +380,7 @@ async def json_answer(
     ticket = await budget.admit(key)
     try:
         async with budget.building():
-            body, rows = await asyncio.to_thread(build)
+            body, rows = await in_worker(build)
         observe.note(request, rows=rows)
         return BoundedStream(
             _once(body), media_type=JSON, ticket=ticket, revoked=key_revoked(request)
@@ -390,6 +392,15 @@ async def json_answer(
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
+
+
+async def in_worker(work: Callable[..., T], *args: Any) -> T:
+    """``work`` in a worker thread. DuckDB out of memory (its limit is shared by every
+    query of the process) is the server being busy, said as such: 503 with Retry-After."""
+    try:
+        return await asyncio.to_thread(work, *args)
+    except duckdb.OutOfMemoryException as exc:
+        raise busy("the query engine's memory is taken by other queries") from exc
 
 
 def admission(request: Request) -> Admission:
