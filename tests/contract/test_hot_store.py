@@ -1,7 +1,10 @@
-"""One contract, every HotStore: memory and Redis (a real redis-server) behave the same."""
+"""One contract, every HotStore: memory, Redis (a real redis-server) and an API worker's
+mirror of Redis behave the same."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import pyarrow as pa
@@ -12,12 +15,13 @@ from tickpipe.columnar import group_by_symbol
 from tickpipe.events import Kind, Quote, Trade, from_batch, to_batch
 from tickpipe.store.hot import HotStore
 from tickpipe.store.hot_memory import MemoryHotStore
+from tickpipe.store.hot_mirror import MirroredHotStore
 from tickpipe.store.hot_redis import RedisHotStore
 
 CAPACITY = 50
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "mirror"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[HotStore]:
     if request.param == "memory":
         yield MemoryHotStore(CAPACITY)
@@ -26,8 +30,18 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[HotStore]:
     client = aioredis.Redis.from_url(url)
     await client.flushdb()
     hot = RedisHotStore(client, CAPACITY)
-    yield hot
-    await hot.close()
+    if request.param == "redis":
+        yield hot
+        await hot.close()
+        return
+    mirror = MirroredHotStore(hot, url, dict.fromkeys(Kind, CAPACITY))
+    tracking = asyncio.create_task(mirror.track())
+    await mirror.live.wait()
+    yield mirror
+    tracking.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await tracking
+    await mirror.close()
 
 
 def trades(symbol: str, first_seq: int, n: int) -> pa.RecordBatch:
