@@ -2,14 +2,18 @@
 
 They share the data dir (journal + lake, read-only) and Redis (hot store, bus, the ingest
 process's status) with one ingest process, so several of them, on one machine or many
-with shared storage, can serve while one process writes. Live events reach their
-WebSocket clients from Redis pub/sub.
+with shared storage, can serve while one process writes.
+
+Per worker, Redis sees at most ``POOL_SIZE + 1`` connections: one bounded pool for
+commands (a pub/sub connection taken from it only while a WebSocket client of the worker
+wants live events) and the hot store's tracking connection. Real-time answers come from
+the worker's mirror of the streams its clients ask for (``store/hot_mirror.py``), live
+events from ``RedisRelay`` (``store/bus.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import os
 import time
@@ -17,62 +21,35 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import orjson
-import pyarrow as pa
 import redis.asyncio as aioredis
 
 from tickpipe.api.context import ApiContext, GexAnswer
-from tickpipe.columnar import group_by_symbol
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError, QueryError
-from tickpipe.events import SCHEMAS, Kind
 from tickpipe.store import keys
-from tickpipe.store.bus import Bus
+from tickpipe.store.bus import Bus, RedisRelay
+from tickpipe.store.hot_mirror import MirroredHotStore
 from tickpipe.store.hot_redis import RedisHotStore
 from tickpipe.store.keystore import KeyStore
 from tickpipe.store.query import Query
-from tickpipe.store.redis_conn import redis_client
+from tickpipe.store.redis_conn import raise_if_cancelled, redis_client
 
 log = logging.getLogger(__name__)
 
-
-async def relay_redis_bus(settings: Settings, client: aioredis.Redis, bus: Bus) -> None:
-    """Feed Redis pub/sub messages to this process's in-process subscribers."""
-    by_channel: dict[str, list[Kind]] = {}
-    for kind in Kind:
-        by_channel.setdefault(keys.channel_for(kind, settings), []).append(kind)
-    pubsub = client.pubsub()
-    await pubsub.subscribe(*by_channel)
-    try:
-        async for message in pubsub.listen():
-            if message.get("type") != "message":
-                continue
-            try:
-                events = orjson.loads(message["data"])
-                for kind in {Kind(e["type"]) for e in events}:
-                    rows = [e for e in events if e["type"] == kind.value]
-                    batch = _from_json_rows(kind, rows)
-                    await bus.publish(kind, group_by_symbol(batch))
-            except (ValueError, KeyError, pa.ArrowException) as exc:
-                log.warning("unreadable bus message skipped: %s", exc)
-    finally:
-        await pubsub.aclose()
-
-
-def _from_json_rows(kind: Kind, rows: list[dict[str, Any]]) -> pa.RecordBatch:
-    """JSON events back to their Arrow schema (dates arrive as ISO strings)."""
-    schema = SCHEMAS[kind]
-    dates = [f.name for f in schema if pa.types.is_date32(f.type)]
-    for row in rows:
-        for name in dates:
-            row[name] = dt.date.fromisoformat(row[name])
-    return pa.RecordBatch.from_pylist(rows, schema=schema)
+POOL_SIZE = 8
+"""Redis connections per worker for commands (and the pub/sub one while it is needed);
+a request that finds them all busy waits up to ``REDIS_TIMEOUT_S`` for one"""
+RESTART_CAP_S = 2.0
+"""longest wait before a failed background job (relay, tracking, status) starts again"""
 
 
 async def forever(what: str, job: Callable[[], Awaitable[None]]) -> None:
     """Run ``job`` again after it fails (Redis restarted, a network blip), with a capped
-    backoff, logging once per outage, so an API worker never silently stops relaying."""
-    delay = 0.5
+    backoff that starts over after a run that lasted, so an API worker never silently
+    stops relaying and is back within ``RESTART_CAP_S`` of Redis."""
+    delay = 0.1
     while True:
+        started = time.monotonic()
         try:
             await job()
             log.warning("%s ended; starting it again", what)
@@ -80,8 +57,10 @@ async def forever(what: str, job: Callable[[], Awaitable[None]]) -> None:
             log.warning("%s lost Redis (%s); reconnecting in %.1fs", what, exc, delay)
         except Exception:
             log.exception("%s failed; starting it again in %.1fs", what, delay)
+        if time.monotonic() - started > RESTART_CAP_S:
+            delay = 0.1
         await asyncio.sleep(delay)
-        delay = min(delay * 2, 10.0)
+        delay = min(delay * 2, RESTART_CAP_S)
 
 
 def api_context(settings: Settings) -> ApiContext:
@@ -90,16 +69,19 @@ def api_context(settings: Settings) -> ApiContext:
             "--role api needs TICKPIPE_REDIS_URL: API processes share Redis with the ingest "
             "process (in-memory mode runs as one process: use --role all)"
         )
-    client = redis_client(settings)
+    client = redis_client(settings, max_connections=POOL_SIZE, name="tickpipe-api")
     assert client is not None
-    hot = RedisHotStore(client, settings.hot_capacities())
+    capacities = settings.hot_capacities()
+    hot = MirroredHotStore(RedisHotStore(client, capacities), settings.redis_url, capacities)
     bus = Bus(settings)  # in-process fan-out only: this process never publishes
+    relay = RedisRelay(settings, client, bus)
     status_cache: dict[str, Any] = {}
     fetched = [0.0]
 
     async def poll_status() -> None:
         while True:
             raw = await client.get(keys.status_key())
+            raise_if_cancelled()
             status_cache.clear()
             if raw:
                 status_cache.update(orjson.loads(raw))
@@ -142,7 +124,8 @@ def api_context(settings: Settings) -> ApiContext:
         ready=lambda: True,
         gex=gex,
         background=[
-            lambda: forever("Redis bus relay", lambda: relay_redis_bus(settings, client, bus)),
+            lambda: forever("Redis bus relay", relay.run),
+            lambda: forever("hot store tracking", hot.track),
             lambda: forever("ingest status poller", poll_status),
         ],
     )
