@@ -149,23 +149,20 @@ def test_a_worker_answers_exactly_the_newest_events_redis_holds(cluster: Cluster
     key = keys.stream_key(Kind.TRADE, "QQQ")
     checked = 0
     for _ in range(50):
-        before = cluster.redis.xrevrange(key, count=1)[0][0]
+        held = cluster.redis.xrevrange(key, count=20)
         answer = realtime(cluster, query)
-        if cluster.redis.xrevrange(key, count=1)[0][0] != before:
+        if cluster.redis.xrevrange(key, count=1)[0][0] != held[0][0]:
             continue  # the ingest wrote meanwhile: either answer would do
-        held = newest_in_redis(cluster, key, 20)
-        assert [(r["seq"], r["ts_event"], r["price"]) for r in answer] == held
+        assert [(r["seq"], r["ts_event"], r["price"]) for r in answer] == newest(held, 20)
         checked += 1
     assert checked >= 10
     assert realtime(cluster, query)[-1]["seq"] != first[-1]["seq"]
 
 
-def newest_in_redis(cluster: Cluster, key: str, limit: int) -> list[tuple[int, int, float]]:
-    entries = cluster.redis.xrevrange(key, count=limit)
-    table = pa.Table.from_batches(
-        [deserialize(fields[b"arrow"], SCHEMAS[Kind.TRADE]) for _, fields in reversed(entries)]
-    )
-    rows = table.to_pylist()[-limit:]
+def newest(entries: list[Any], limit: int) -> list[tuple[int, int, float]]:
+    """The newest ``limit`` trades in stream entries read newest first (XREVRANGE)."""
+    batches = [deserialize(fields[b"arrow"], SCHEMAS[Kind.TRADE]) for _, fields in entries]
+    rows = pa.Table.from_batches(batches[::-1]).to_pylist()[-limit:]
     return [(r["seq"], r["ts_event"], r["price"]) for r in rows]
 
 
