@@ -13,7 +13,10 @@ and alternating which side goes first, the same mix of ``/api/v1/ticks/realtime`
 each point ``--duration`` s after ``--warmup`` s of the same load, by a generator in its own
 process (``RawHttp`` connections; its CPU is reported: near 100 % means the figure is the
 generator's). Both ingests run through every point, so each side is measured on the same
-loaded machine. Last, the CPU of each API worker over 10 s with no request and no
+loaded machine; measuring starts ``--settle`` s after both answer, after one unrecorded
+point per side (the first seconds of a process measured its start, not its serving).
+``--idle-only`` measures only the idle workers (try ``--sim-rate 50000``: the old relay's
+cost grew with the bus's rate). Last, the CPU of each API worker over 10 s with no request and no
 WebSocket client.
 
     python bench/role_api.py [--repeats 3] [--duration 5] [--connections 16] [--json out]
@@ -291,13 +294,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, object]]:
         print(f"ingest pid {ingest.pid}, api workers {workers}, all pid {full.pid}", flush=True)
         pids = {"api": workers, "all": [full.pid]}
         runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for repeat in range(args.repeats):
-            order = ("api", "all") if repeat % 2 == 0 else ("all", "api")
-            for mode, rate in (("throughput", 0.0), ("latency", args.rate)):
-                for side in order:
-                    r = run_point(ports[side], tokens[side], pids[side], args, rate)
-                    runs.setdefault((mode, side), []).append(r)
-                    print(point_line(repeat, mode, side, r), flush=True)
+        if not args.idle_only:
+            runs = compare(args, ports, tokens, pids)
         idle = idle_cpu(workers, IDLE_CPU_S)
         print(
             f"idle API workers over {IDLE_CPU_S:g} s (no request, no WebSocket client): "
@@ -306,6 +304,27 @@ def measure(args: argparse.Namespace) -> list[dict[str, object]]:
             flush=True,
         )
     return summarize(args, runs, idle)
+
+
+def compare(
+    args: argparse.Namespace,
+    ports: dict[str, int],
+    tokens: dict[str, str],
+    pids: dict[str, list[int]],
+) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Every point of every repeat, alternating which side goes first."""
+    time.sleep(args.settle)  # both ingests past their start (recovery, GEX warm-up)
+    for side in ("api", "all"):  # one unrecorded point each: caches and mirrors filled
+        run_point(ports[side], tokens[side], pids[side], args, 0.0)
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for repeat in range(args.repeats):
+        order = ("api", "all") if repeat % 2 == 0 else ("all", "api")
+        for mode, rate in (("throughput", 0.0), ("latency", args.rate)):
+            for side in order:
+                r = run_point(ports[side], tokens[side], pids[side], args, rate)
+                runs.setdefault((mode, side), []).append(r)
+                print(point_line(repeat, mode, side, r), flush=True)
+    return runs
 
 
 def point_line(repeat: int, mode: str, side: str, r: dict[str, Any]) -> str:
@@ -323,12 +342,15 @@ def summarize(
 ) -> list[dict[str, object]]:
     figures = []
     conns = f"{args.connections} conn"
-    print(f"\nover {args.repeats} repeats (min / median / max):")
+    if runs:
+        print(f"\nover {args.repeats} repeats (min / median / max):")
     for mode, key, unit in (
         ("throughput", "req_s", "req/s"),
         ("latency", "p50_ms", "ms"),
         ("latency", "p99_ms", "ms"),
     ):
+        if not runs:
+            break
         api = [r[key] for r in runs[(mode, "api")]]
         full = [r[key] for r in runs[(mode, "all")]]
         ratios = [a / b for a, b in zip(api, full, strict=True)]
@@ -375,9 +397,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per point")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds after start")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rate", type=float, default=1000.0, help="open loop requests/s")
     parser.add_argument("--sim-rate", type=int, default=5000, help="simulator events/s")
+    parser.add_argument("--idle-only", action="store_true", help="only the idle worker CPU")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     figures = measure(args)
