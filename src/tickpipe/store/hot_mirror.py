@@ -1,7 +1,8 @@
 """An API worker's copy of the hot streams it serves, kept current by Redis itself.
 
 ``--role api`` workers read what another process writes to Redis. Reading the streams on
-every request cost a round trip and an Arrow decode per entry (84 requests/s); instead each
+every request cost round trips and an Arrow decode per entry (about a hundred requests/s
+for two workers, measured by ``bench/role_api.py``); instead each
 worker mirrors the (kind, symbol) streams its clients ask for, reading them through a
 ``TrackingConnection``: Redis pushes an invalidation when a stream it read changes
 (appended, trimmed, deleted, evicted, flushed), the mirror's version moves at once, and the
@@ -290,8 +291,9 @@ class MirroredHotStore:
             )
             if entries and not taken:
                 newest = _payload(entries[0][1])
-            taken += [(entry_id, _batch(fields, stream.schema)) for entry_id, fields in entries]
-            rows += sum(batch.num_rows for _, batch in taken[-len(entries) :] if entries)
+            decoded = [(entry_id, _batch(fields, stream.schema)) for entry_id, fields in entries]
+            taken += decoded
+            rows += sum(batch.num_rows for _, batch in decoded)
             if len(entries) < page:
                 complete = True
                 break
