@@ -94,12 +94,19 @@ async def worker(
     await hot.close()
 
 
+@pytest.fixture
+async def ingest(redis_url: str) -> AsyncIterator[RedisHotStore]:
+    """The ingest process's side: another client writing the hot store."""
+    store = RedisHotStore(aioredis.Redis.from_url(redis_url), 1000)
+    yield store
+    await store.close()
+
+
 async def test_role_api_answers_change_with_what_the_ingest_writes_to_redis(
-    worker: tuple[httpx.AsyncClient, MirroredHotStore, str], redis_url: str
+    worker: tuple[httpx.AsyncClient, MirroredHotStore, str], ingest: RedisHotStore
 ) -> None:
     client, hot, token = worker
     headers = {"Authorization": f"Bearer {token}"}
-    ingest = RedisHotStore(aioredis.Redis.from_url(redis_url), 1000)
 
     async def ingested(kind: Kind, batch: pa.RecordBatch) -> None:
         await ingest.write(kind, group_by_symbol(batch))
@@ -129,4 +136,28 @@ async def test_role_api_answers_change_with_what_the_ingest_writes_to_redis(
     await ingest._redis.flushdb()
     await hot.sync()
     assert orjson.loads((await client.get(QUERY, headers=headers)).content)["data"] == []
-    await ingest.close()
+
+
+async def test_concurrent_requests_after_a_change_read_each_part_once(
+    worker: tuple[httpx.AsyncClient, MirroredHotStore, str], ingest: RedisHotStore
+) -> None:
+    """Requests that arrive while the first one waits for Redis share its read and its
+    encoding instead of each doing both again."""
+    client, hot, token = worker
+    headers = {"Authorization": f"Bearer {token}"}
+    await ingest.write(Kind.TRADE, group_by_symbol(trades("SPY", 1, 3)))
+    await ingest.write(Kind.QUOTE, group_by_symbol(quote("QQQ", 1)))
+    await hot.sync()
+    reads: list[tuple[Kind, str, int]] = []
+    read = hot.latest
+
+    async def counted(kind: Kind, symbol: str, limit: int) -> pa.Table:
+        reads.append((kind, symbol, limit))
+        return await read(kind, symbol, limit)
+
+    hot.latest = counted  # type: ignore[method-assign]
+    answers = await asyncio.gather(*(client.get(QUERY, headers=headers) for _ in range(20)))
+    assert {events(a.content)[-1] for a in answers} == {("quote", "QQQ", 1)}
+    assert sorted(reads) == sorted(
+        (k, s, 3) for k in (Kind.TRADE, Kind.QUOTE) for s in ("SPY", "QQQ")
+    )
