@@ -250,11 +250,16 @@ def run_point(
     wall = time.perf_counter() - started
     result: dict[str, Any] = json.loads(out)
     result["server_cpu"] = (sum(cpu_seconds(p) for p in pids) - cpu0) / wall
-    samples = result.pop("latencies") or [0.0]
-    result["percentiles"] = percentiles(samples)
-    result["p50_ms"], result["p99_ms"] = (
-        float(v) for v in np.percentile(np.array(samples) * 1000, [50, 99])
-    )
+    samples = result.pop("latencies")
+    if result.get("overloaded") or not samples:
+        # the server fell two seconds behind the schedule: no latency to speak of
+        result["percentiles"] = "overloaded (open loop fell 2 s behind)"
+        result["p50_ms"] = result["p99_ms"] = float("inf")
+    else:
+        result["percentiles"] = percentiles(samples)
+        result["p50_ms"], result["p99_ms"] = (
+            float(v) for v in np.percentile(np.array(samples) * 1000, [50, 99])
+        )
     result["req_s"] = result["samples"] / result["s"]
     return result
 
