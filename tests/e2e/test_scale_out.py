@@ -81,14 +81,17 @@ def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
         )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], log: Path) -> None:
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise
+        tail = log.read_text(errors="replace")[-2000:]
+        raise AssertionError(
+            f"{proc.args} ignored SIGINT for 60 s; its log ends:\n{tail}"
+        ) from None
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +115,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterato
         )
         yield Cluster(f"http://127.0.0.1:{port}", token, client, data)
     finally:
-        stop(api)
-        stop(ingest)
+        stop(api, work / "api.log")
+        stop(ingest, work / "ingest.log")
         client.close()
 
 
