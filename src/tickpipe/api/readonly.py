@@ -46,19 +46,24 @@ RESTART_CAP_S = 2.0
 async def forever(what: str, job: Callable[[], Awaitable[None]]) -> None:
     """Run ``job`` again after it fails (Redis restarted, a network blip), with a capped
     backoff that starts over after a run that lasted, so an API worker never silently
-    stops relaying and is back within ``RESTART_CAP_S`` of Redis."""
+    stops relaying and is back within ``RESTART_CAP_S`` of Redis; a Redis outage is logged
+    when it starts, not at every attempt."""
     delay = 0.1
+    quiet = False
     while True:
         started = time.monotonic()
         try:
             await job()
             log.warning("%s ended; starting it again", what)
         except (aioredis.RedisError, OSError) as exc:
-            log.warning("%s lost Redis (%s); reconnecting in %.1fs", what, exc, delay)
+            (log.debug if quiet else log.warning)(
+                "%s lost Redis (%s); trying again every %.0f s at most", what, exc, RESTART_CAP_S
+            )
+            quiet = True
         except Exception:
             log.exception("%s failed; starting it again in %.1fs", what, delay)
         if time.monotonic() - started > RESTART_CAP_S:
-            delay = 0.1
+            delay, quiet = 0.1, False
         await asyncio.sleep(delay)
         delay = min(delay * 2, RESTART_CAP_S)
 
