@@ -39,6 +39,7 @@ from tickpipe.status import SinkStats
 from tickpipe.store.bus import Bus
 from tickpipe.store.hot import HotStore
 from tickpipe.store.journal import Journal
+from tickpipe.store.redis_conn import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,10 @@ class Sink:
                 self._failed(exc)
             finally:
                 self._queue.task_done()
+            # a cancel the target's library swallowed (redis-py on Python 3.11 loses about
+            # one in ten: see raise_if_cancelled) must still stop this loop, or the hub's
+            # shutdown waits for it forever
+            raise_if_cancelled()
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1

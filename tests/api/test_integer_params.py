@@ -32,18 +32,10 @@ def test_anything_else_is_one_422_in_one_wording(value: str) -> None:
 ROUTES = {
     "quality/quarantine": "/api/v1/quality/quarantine?limit={}",
     "quality/gaps": "/api/v1/quality/gaps?limit={}",
-    "ticks/historical": pytest.param(
-        "/api/v1/ticks/historical?symbols=SPY&start_time=now-1h&end_time=now&limit={}",
-        marks=pytest.mark.xfail(
-            strict=True, reason="ticks.py declares limit as a plain int (pydantic: '+3', ' 3')"
-        ),
+    "ticks/historical": (
+        "/api/v1/ticks/historical?symbols=SPY&start_time=now-1h&end_time=now&limit={}"
     ),
-    "ticks/realtime": pytest.param(
-        "/api/v1/ticks/realtime?symbols=SPY&limit={}",
-        marks=pytest.mark.xfail(
-            strict=True, reason="ticks.py parses limit itself (_int_param: int() takes '٣')"
-        ),
-    ),
+    "ticks/realtime": "/api/v1/ticks/realtime?symbols=SPY&limit={}",
 }
 
 

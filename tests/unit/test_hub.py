@@ -9,7 +9,7 @@ from tickpipe.clock import FakeClock
 from tickpipe.columnar import Grouped
 from tickpipe.config import Settings
 from tickpipe.events import Kind, Trade, to_batch
-from tickpipe.hub import SINK_DELIVERIES, Hub
+from tickpipe.hub import SINK_DELIVERIES, Hub, Sink
 from tickpipe.quality.stage import QualityStage
 from tickpipe.store.bus import Bus
 from tickpipe.store.hot_memory import MemoryHotStore
@@ -64,3 +64,29 @@ async def test_a_failing_listener_is_counted_and_the_others_still_get_every_even
     assert (await hot.latest(Kind.TRADE, "SPY", 1)).column("seq").to_pylist() == [6000]
     await hub.close()
     await asyncio.wait_for(worker, 30)
+
+
+async def test_a_sink_whose_library_swallows_the_cancel_still_stops(
+    settings: Settings, clock: FakeClock
+) -> None:
+    """redis-py on Python 3.11 loses about one cancel in ten (asyncio.wait_for returns
+    instead of raising): a sink drain in such a call must still end when the hub stops
+    it, or the pipeline's shutdown waits for it forever."""
+    entered = asyncio.Event()
+
+    async def swallows(kind: Kind, grouped: Grouped) -> None:
+        entered.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return  # what the library's wait_for race does to its caller
+
+    sink = Sink("swallows", swallows)
+    drain = asyncio.create_task(sink.drain())
+    result = delivery(QualityStage(settings, clock), 1, clock.now_ns())
+    kind, grouped = next(iter(result.accepted.items()))  # type: ignore[attr-defined]
+    sink.offer(kind, grouped)
+    await asyncio.wait_for(entered.wait(), 10)
+    drain.cancel()
+    done, _ = await asyncio.wait([drain], timeout=5)
+    assert done, "the drain went on after its cancel was swallowed"

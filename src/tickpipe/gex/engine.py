@@ -31,6 +31,7 @@ from tickpipe.gex.exposure import BASES, CATEGORIES, Basis, Category, Params, Re
 from tickpipe.logsafe import Throttle
 from tickpipe.sources.base import SourceContext, SourcePolicy
 from tickpipe.store import keys
+from tickpipe.store.redis_conn import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 SOURCE = "gex"
@@ -316,6 +317,7 @@ class GexEngine:
             try:
                 await pipe.execute()
             except aioredis.RedisError as exc:
+                raise_if_cancelled()
                 if count := self._redis_failures.hit():
                     log.warning(
                         "GEX cache to Redis failed %d time(s) (%s); said at most every %.0f s",
@@ -324,6 +326,7 @@ class GexEngine:
                         REDIS_LOG_EVERY_S,
                     )
             else:
+                raise_if_cancelled()
                 if failed := self._redis_failures.recover():
                     log.info("GEX cache to Redis works again after %d failures", failed)
 

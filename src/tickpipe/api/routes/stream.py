@@ -26,7 +26,7 @@ from tickpipe.api.auth import authorize_websocket, request_token, require
 from tickpipe.api.context import ApiContext
 from tickpipe.api.encode import records_json, with_type_and_time
 from tickpipe.api.errors import ApiError
-from tickpipe.api.params import parse_range, parse_symbols, parse_types
+from tickpipe.api.params import parse_int, parse_range, parse_symbols, parse_types
 from tickpipe.api.revocation import REVOKED_MESSAGE, KeyWatch
 from tickpipe.api.routes import context
 from tickpipe.api.routes.ticks import admission, check_cells, in_worker, key_revoked
@@ -64,11 +64,8 @@ def _conflate_param(value: str | None) -> float:
     if value is None:
         return 0.0
     low, high = CONFLATE_MS
-    try:
-        ms = int(value) if len(value) <= 6 else -1
-    except ValueError:
-        ms = -1
-    if ms != 0 and not low <= ms <= high:
+    ms = parse_int(value, "conflate", 0, high)
+    if 0 < ms < low:
         raise QueryError(
             f"conflate is milliseconds between frames: 0 (off) or {low} to {high:,}",
             code="bad_parameter",

@@ -43,6 +43,8 @@ from tickpipe.api.params import (
     Cursor,
     decode_cursor,
     encode_cursor,
+    int_query,
+    parse_int,
     parse_range,
     parse_symbols,
     parse_types,
@@ -260,17 +262,7 @@ _LATEST_JSON_MAX = 4096
 
 
 def _int_param(value: str | None, name: str, default: int, low: int, high: int) -> int:
-    if value is None:
-        return default
-    try:
-        number = int(value) if len(value) <= 20 else low - 1
-    except ValueError:
-        raise ApiError(
-            422, "invalid_parameter", f"{name}: Input should be a valid integer"
-        ) from None
-    if not low <= number <= high:
-        raise ApiError(422, "invalid_parameter", f"{name}: must be between {low} and {high}")
-    return number
+    return default if value is None else parse_int(value, name, low, high)
 
 
 def _remember(
@@ -335,7 +327,9 @@ async def historical(
     interval: Annotated[str | None, Query(description="1s 5s 1m 5m 15m 1h 1d: OHLCV bars")] = None,
     types: Annotated[str | None, Query(description="raw events: default trade")] = None,
     format: Annotated[Literal["json", "csv", "arrow", "parquet"], Query()] = "json",
-    limit: Annotated[int, Query(ge=1, le=50_000, description="JSON page size")] = 1000,
+    limit: Annotated[
+        int, Query(ge=1, le=50_000, description="JSON page size"), int_query("limit", 1, 50_000)
+    ] = 1000,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     fill: Annotated[
         Literal["none", "prev"],

@@ -22,6 +22,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+DESCRIPTION = (
+    "Import Sierra Chart .{kind} files into the lake. A PATH is a file or a folder of "
+    ".{kind} files; each file's symbol comes from its name (ESZ25-CME.{kind} is /ESZ25) "
+    "unless --symbol names it (one file only). Prices are rounded to --tick-size, else to "
+    "the symbol's SIERRA_TICK_SIZES entry. Stop `tickpipe run` first. An import can be "
+    "stopped and run again: it continues where it stopped and never adds a record twice."
+)
+
 
 def register(commands: argparse._SubParsersAction, imports: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``import scid`` and ``import depth``."""
@@ -29,7 +37,7 @@ def register(commands: argparse._SubParsersAction, imports: argparse._SubParsers
         ("scid", "Sierra Chart intraday (.scid) files: trades, quotes, bars"),
         ("depth", "Sierra Chart market depth (.depth) files: book updates"),
     ):
-        parser = imports.add_parser(kind, help=what, description=__doc__)
+        parser = imports.add_parser(kind, help=what, description=DESCRIPTION.format(kind=kind))
         parser.add_argument(
             "paths",
             nargs="+",
