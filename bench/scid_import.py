@@ -8,33 +8,41 @@ average between µs timestamps: about 5 days), then:
   merely touching the file's bytes costs, in this process);
 - decode: ``scid.decode`` of 1 M-record chunks to Arrow trades and quotes, per-chunk
   percentiles and records/s, and its ratio to the baseline;
-- end to end: ``run_backfill`` with the import source into a fresh data dir (duplicate
-  check, quality, journal with fsync, Parquet lake), records/s and lake bytes per trade;
+- end to end: the command itself, ``tickpipe import scid FILE --tick-size 0.25``, as a
+  process into a fresh data dir, timed from its start to its exit (the last record is in
+  Parquet by then: the lake's row count is checked), ``--repeat`` times: min / median /
+  max records/s, and the median's share of the decode rate measured above;
+- then the same file imported again (its checkpoint says nothing is new) and once more
+  without checkpoints (every row is already in the lake: the duplicate check at full size);
+- DIAGNOSTIC, labelled as such: the command with the quality stage replaced by a
+  pass-through (``_scid_passthrough.py``), the ceiling once quality costs next to nothing;
 - first, DTC trade updates parsed to Arrow (JSON and binary, 200 per read) beside the same
   frames only split and loaded.
 
     python bench/scid_import.py [--records 10000000] [--chunk 1000000] [--repeat 3]
+                                [--skip-import] [--skip-dtc] [--skip-diagnostic]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import dataclasses
+import os
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _util import percentiles
 
-from tickpipe.backfill import run_backfill
-from tickpipe.clock import SystemClock
-from tickpipe.config import Settings
 from tickpipe.sources.sierra import files, scid
-from tickpipe.sources.sierra.importer import ImportFile, ScidImport
 from tickpipe.store import layout
 
 SIERRA_EPOCH_US = 25_569 * 86_400_000_000
@@ -99,18 +107,96 @@ def bench_decode(path: Path, chunk: int, repeat: int) -> tuple[list[float], list
     return base_times, decode_times, view.records * repeat
 
 
-def bench_import(path: Path, data: Path) -> tuple[float, dict[str, int], dict[str, int]]:
-    settings = Settings(_env_file=None, data_dir=data, journal_segment_seconds=5)  # type: ignore[call-arg]
-    source = ScidImport([ImportFile(path, "/ESH25", 0.25)], SystemClock())
+@dataclasses.dataclass
+class Run:
+    seconds: float
+    summary: str
+
+
+def import_command(path: Path, data: Path, *, script: list[str] | None = None) -> Run:
+    """``tickpipe import scid`` as its own process (start-up included), timed to its exit."""
+    argv = script or ["-m", "tickpipe.cli"]
+    env = {**os.environ, "TICKPIPE_DATA_DIR": str(data)}
     t0 = time.perf_counter()
-    report = asyncio.run(run_backfill(settings, [source]))
+    done = subprocess.run(
+        [sys.executable, *argv, "import", "scid", str(path), "--tick-size", "0.25"],
+        env=env,
+        cwd=data.parent,  # no stray .env file
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     seconds = time.perf_counter() - t0
-    sizes = {}
-    for dataset in ("trade", "quote"):
-        sizes[dataset] = sum(
-            f.stat().st_size for f in layout.lake_files(settings.lake_dir, dataset)
-        )
-    return seconds, report.sources[0].accepted, sizes
+    if done.returncode != 0:
+        raise SystemExit(f"import failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return Run(seconds, done.stdout.strip().splitlines()[-1])
+
+
+def lake_rows(data: Path, dataset: str) -> int:
+    files = layout.lake_files(data / "lake", dataset)
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def lake_bytes(data: Path, dataset: str) -> int:
+    return sum(f.stat().st_size for f in layout.lake_files(data / "lake", dataset))
+
+
+def fresh(tmp: Path, name: str) -> Path:
+    data = tmp / name
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir()
+    return data / "data"
+
+
+def spread(records: int, runs: list[Run]) -> str:
+    rates = sorted(records / r.seconds / 1e6 for r in runs)
+    seconds = sorted(r.seconds for r in runs)
+    return (
+        f"min {rates[0]:.2f} / median {statistics.median(rates):.2f} / max {rates[-1]:.2f} "
+        f"M records/s  ({statistics.median(seconds):.2f} s median, n={len(runs)})"
+    )
+
+
+def bench_import(path: Path, tmp: Path, records: int, repeat: int, decode_rate: float) -> None:
+    runs: list[Run] = []
+    data = fresh(tmp, "import")
+    for i in range(repeat):
+        if i:  # the last run's lake is looked at below
+            data = fresh(tmp, "import")
+        runs.append(import_command(path, data))
+    trades, quotes = lake_rows(data, "trade"), lake_rows(data, "quote")
+    median_rate = statistics.median(records / r.seconds for r in runs)
+    print(f"import end to end            {spread(records, runs)}")
+    print(
+        f"  = {median_rate / decode_rate:.3f} of the decode rate; lake holds {trades:,} "
+        f"trades, {quotes:,} quotes; {runs[-1].summary}"
+    )
+    print(
+        f"lake bytes per trade         {lake_bytes(data, 'trade') / max(trades, 1):8.2f}   "
+        f"per quote {lake_bytes(data, 'quote') / max(quotes, 1):.2f}"
+    )
+    again = import_command(path, data)
+    print(f"import again (checkpoint: nothing new)   {again.seconds:.2f} s  {again.summary}")
+    shutil.rmtree(data / "lake" / "checkpoints")
+    forgot = import_command(path, data)
+    print(
+        f"import again without checkpoints         {forgot.seconds:.2f} s "
+        f"({records / forgot.seconds / 1e6:.2f} M records/s; every row already in the lake)  "
+        f"{forgot.summary}"
+    )
+    if lake_rows(data, "trade") != trades:
+        raise SystemExit("a repeated import changed the lake")
+    shutil.rmtree(data.parent)
+
+
+def bench_pass_through(path: Path, tmp: Path, records: int, repeat: int) -> None:
+    runs = []
+    script = [str(Path(__file__).resolve().parent / "_scid_passthrough.py")]
+    for i in range(repeat):
+        data = fresh(tmp, f"diag-{i}")
+        runs.append(import_command(path, data, script=script))
+        shutil.rmtree(data.parent)
+    print(f"DIAGNOSTIC quality pass-through  {spread(records, runs)}  (not the real command)")
 
 
 def bench_dtc(messages: int = 200_000, per_read: int = 200) -> None:
@@ -167,10 +253,15 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--skip-import", action="store_true", help="decode figures only")
+    parser.add_argument("--skip-dtc", action="store_true")
+    parser.add_argument("--skip-diagnostic", action="store_true", help="no pass-through row")
     args = parser.parse_args()
-    bench_dtc()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "ESH25-CME.scid"
+    print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    if not args.skip_dtc:
+        bench_dtc()
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        path = tmp / "ESH25-CME.scid"
         write_file(path, args.records)
         print(f"file: {args.records:,} records, {path.stat().st_size / 1e6:.0f} MB")
         base, decode, total = bench_decode(path, args.chunk, args.repeat)
@@ -185,17 +276,10 @@ def main() -> None:
         print(f"decode / baseline time       {base_rate / decode_rate:8.1f} x")
         if args.skip_import:
             return
-        seconds, accepted, sizes = bench_import(path, Path(tmp) / "data")
-        trades = accepted.get("trade", 0)
-        quotes = accepted.get("quote", 0)
-        print(
-            f"import end to end            {args.records / seconds / 1e6:8.2f} M records/s  "
-            f"({args.records:,} records in {seconds:.1f} s: {trades:,} trades, {quotes:,} quotes)"
-        )
-        print(
-            f"lake bytes per trade         {sizes['trade'] / max(trades, 1):8.2f}   "
-            f"per quote {sizes['quote'] / max(quotes, 1):.2f}"
-        )
+        bench_import(path, tmp, args.records, args.repeat, decode_rate)
+        if not args.skip_diagnostic:
+            bench_pass_through(path, tmp, args.records, args.repeat)
+    print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
