@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tickpipe.backfill import run_backfill
 from tickpipe.clock import NS_PER_SECOND
@@ -13,6 +17,7 @@ from tickpipe.config import Settings
 from tickpipe.errors import ConfigError
 from tickpipe.events import Kind, Trade, to_batch
 from tickpipe.sources.base import SourceContext, SourcePolicy
+from tickpipe.store import lake
 from tickpipe.store.lock import lock_data_dir
 from tickpipe.store.query import Query
 
@@ -122,3 +127,47 @@ async def test_imported_history_is_queryable_at_once(settings: Settings) -> None
         query.bars, ["/ESH21"], OLD_DAY_NS, OLD_DAY_NS + 60 * NS_PER_SECOND, "1m"
     )
     assert bars.column("volume").to_pylist() == [1_000]
+
+
+_ROWS = st.lists(
+    st.tuples(st.sampled_from(["/ESH21", "/NQH21", "SPY"]), st.integers(0, 3), st.integers(0, 3)),
+    max_size=12,
+)
+
+
+def _table(rows: list[tuple[str, int, int]], chunk: int) -> pa.Table:
+    """(symbol, day, seq) rows as a table in batches of ``chunk`` (as a segment is read)."""
+    batches = [
+        pa.record_batch(
+            {
+                "symbol": [r[0] for r in part],
+                "ts_event": [OLD_DAY_NS + r[1] * 86_400 * NS_PER_SECOND for r in part],
+                "seq": [r[2] for r in part],
+            }
+        )
+        for part in (rows[i : i + chunk] for i in range(0, len(rows), chunk))
+    ]
+    schema = pa.schema({"symbol": pa.string(), "ts_event": pa.int64(), "seq": pa.int64()})
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+@given(_ROWS, st.integers(1, 5), st.booleans())
+def test_the_lake_writes_the_same_rows_whether_or_not_it_sorts_and_filters(
+    rows: list[tuple[str, int, int]], chunk: int, presorted: bool
+) -> None:
+    """Skipping the sort of a segment already in order, and slicing days that come in
+    order, are shortcuts: the files get exactly the rows a full sort and a filter per day
+    would give them."""
+    table = _table(sorted(rows) if presorted else rows, chunk)
+    keys = [("symbol", "ascending"), ("ts_event", "ascending"), ("seq", "ascending")]
+    assert lake.sort_for_lake(table).equals(table.sort_by(keys))
+    if not rows:
+        return
+    ts = table.column("ts_event")
+    days = pc.divide(ts, 86_400 * NS_PER_SECOND)
+    expected = [
+        (int(day), table.filter(pc.equal(days, day))) for day in sorted(set(days.to_pylist()))
+    ]
+    got = lake.split_by_day(table)
+    assert [d for d, _ in got] == [d for d, _ in expected]
+    assert all(g.equals(e) for (_, g), (_, e) in zip(got, expected, strict=True))

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -94,18 +95,51 @@ def write_parquet(table: pa.Table, path: Path, zstd_level: int) -> None:
     fsync_dir(path.parent)
 
 
+SORT_KEYS = ("symbol", "ts_event", "seq")
+
+
 def sort_for_lake(table: pa.Table) -> pa.Table:
-    keys = [(c, "ascending") for c in ("symbol", "ts_event", "seq") if c in table.column_names]
-    return table.sort_by(keys) if keys else table
+    """Rows in (symbol, ts_event, seq) order. A segment from one file import or one
+    symbol's feed usually is in that order already: checking costs ~5 ms a million rows,
+    the stable sort ~125 ms, and it would not move a row."""
+    keys = [c for c in SORT_KEYS if c in table.column_names]
+    if not keys or in_order(table, keys):
+        return table
+    return table.sort_by([(c, "ascending") for c in keys])
+
+
+def in_order(table: pa.Table, keys: list[str]) -> bool:
+    """Whether every row is <= the next by ``keys`` (nulls count as out of order)."""
+    if table.num_rows < 2:
+        return True
+    ordered: npt.NDArray[np.bool_] | None = None
+    for key in reversed(keys):  # row <= next: less on this key, or equal and ordered after
+        before, after = table.column(key).slice(0, table.num_rows - 1), table.column(key).slice(1)
+        less = _as_bools(pc.less(before, after))
+        if ordered is None:
+            ordered = less | _as_bools(pc.equal(before, after))
+        else:
+            ordered = less | (_as_bools(pc.equal(before, after)) & ordered)
+    return ordered is not None and bool(ordered.all())
+
+
+def _as_bools(values: pa.ChunkedArray) -> npt.NDArray[np.bool_]:
+    return np.asarray(pc.fill_null(values, False).to_numpy(), dtype=bool)
 
 
 def split_by_day(table: pa.Table) -> list[tuple[int, pa.Table]]:
-    """(days since epoch, rows of that UTC day), rows keeping their order."""
+    """(days since epoch, rows of that UTC day), rows keeping their order; slices without
+    a copy when the days come in order (a segment sorted by time)."""
     ts = table.column("ts_event").to_numpy()
     days = ts // layout.NS_PER_DAY
     first, last = int(days.min()), int(days.max())
     if first == last:
         return [(first, table)]
+    if bool(np.all(days[1:] >= days[:-1])):
+        bounds = np.flatnonzero(days[1:] != days[:-1]) + 1
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), table.num_rows]
+        return [(int(days[a]), table.slice(a, b - a)) for a, b in zip(starts, ends, strict=True)]
     out = []
     for day in np.unique(days):
         out.append((int(day), table.filter(pc.equal(pa.array(days), day))))
