@@ -23,19 +23,16 @@ import time
 from collections import Counter
 from typing import Any
 
-import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from tickpipe.clock import Clock, SystemClock
 from tickpipe.config import Settings
 from tickpipe.datasets import CHECKPOINTS, GAPS, QUARANTINE
-from tickpipe.events import Kind
 from tickpipe.quality.stage import QualityStage
 from tickpipe.sources.base import Batches, Checkpoint, Delivery, Source, SourceState
 from tickpipe.sources.context import LiveContext
-from tickpipe.store import layout
 from tickpipe.store.checkpoints import checkpoint_batch, latest_checkpoints
+from tickpipe.store.held import HeldRows
 from tickpipe.store.journal import Journal
 from tickpipe.store.lake import LakeWriter
 from tickpipe.store.lock import lock_data_dir
@@ -96,6 +93,7 @@ class BackfillIntake:
         self._clock = clock
         self._journal = journal
         self.quality = QualityStage(backfill_profile(settings), clock)
+        self.held = HeldRows(settings.lake_dir)
         self.commit_lock = asyncio.Lock()
         self.reports: dict[str, SourceReport] = {}
 
@@ -126,7 +124,7 @@ class BackfillIntake:
         report = self.reports.setdefault(source, SourceReport(source))
         fresh: Batches = {}
         for kind, batch in batches.items():
-            new = self._not_in_lake(kind, source, batch)
+            new = self.held.drop_held(kind.value, source, batch)
             report.duplicates += batch.num_rows - new.num_rows
             if new.num_rows:
                 fresh[kind] = new
@@ -150,38 +148,6 @@ class BackfillIntake:
                 )
         report.quarantined += quarantine.num_rows if quarantine is not None else 0
         report.gaps += gaps.num_rows if gaps is not None else 0
-
-    def _not_in_lake(self, kind: Kind, source: str, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Rows whose (source, symbol, seq) the lake does not hold yet. A duplicate has the
-        same ts_event, so only the days the batch spans are read, and only their seq range."""
-        ts = batch.column("ts_event").to_numpy()
-        first = layout.day_of_ns(int(ts.min()))
-        last = layout.day_of_ns(int(ts.max()))
-        files = layout.lake_files(self._settings.lake_dir, kind.value, first, last)
-        if not files:
-            return batch
-        seq = batch.column("seq").to_numpy()
-        with duckdb.connect() as con:
-            held = con.sql(
-                "SELECT symbol, seq FROM read_parquet($files, union_by_name = true) "
-                "WHERE source = $source AND seq BETWEEN $lo AND $hi",
-                params={
-                    "files": [f.as_posix() for f in files],
-                    "source": source,
-                    "lo": int(seq.min()),
-                    "hi": int(seq.max()),
-                },
-            ).to_arrow_table()
-        if held.num_rows == 0:
-            return batch
-        keys = pc.binary_join_element_wise(
-            batch.column("symbol"), pc.cast(batch.column("seq"), pa.string()), "\x00"
-        )
-        held_keys = pc.binary_join_element_wise(
-            held.column("symbol"), pc.cast(held.column("seq"), pa.string()), "\x00"
-        )
-        keep = pc.invert(pc.is_in(keys, value_set=held_keys))
-        return batch.filter(keep)
 
 
 def _concat(a: pa.RecordBatch | None, b: pa.RecordBatch | None) -> pa.RecordBatch | None:

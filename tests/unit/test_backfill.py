@@ -18,6 +18,7 @@ from tickpipe.errors import ConfigError
 from tickpipe.events import Kind, Trade, to_batch
 from tickpipe.sources.base import SourceContext, SourcePolicy
 from tickpipe.store import lake
+from tickpipe.store.held import HeldRows
 from tickpipe.store.lock import lock_data_dir
 from tickpipe.store.query import Query
 
@@ -109,6 +110,44 @@ async def test_a_stopped_import_resumes_to_the_same_result(settings: Settings) -
     report = await run_backfill(settings, [resumed])
     assert resumed.started_at == 2_000 and report.sources[0].complete
     assert [seq for seq, _ in lake_trades(settings)] == list(range(1, 4_001))
+
+
+def _trades(symbols: list[str], seqs: list[int], source: str = "history") -> pa.RecordBatch:
+    rows = [
+        Trade(OLD_DAY_NS + q * 1000, OLD_DAY_NS + q * 1000, sym, 3800.0, 1, source, q)
+        for sym, q in zip(symbols, seqs, strict=True)
+    ]
+    return to_batch(Kind.TRADE, rows)
+
+
+async def test_the_duplicate_check_reads_the_lake_only_where_a_footer_allows_a_match(
+    settings: Settings,
+) -> None:
+    """The lake holds /ESH21 seq 1..2,000 of source "history". A delivery is read against
+    it only if some row group's source, symbol and seq ranges overlap its own; then exactly
+    the held (symbol, seq) pairs are dropped, whatever else the batch mixes in."""
+    await run_backfill(settings, [FileImporter(2_000, 500)])
+    held = HeldRows(settings.lake_dir)
+    later = _trades(["/ESH21"] * 3, [2_001, 2_002, 5_000])
+    assert held.drop_held("trade", "history", later).equals(later)
+    other_source = _trades(["/ESH21"] * 2, [5, 6], source="other")
+    assert held.drop_held("trade", "other", other_source).equals(other_source)
+    other_symbol = _trades(["/NQH21"] * 2, [5, 6])
+    assert held.drop_held("trade", "history", other_symbol).equals(other_symbol)
+    assert held.lake_reads == 0
+
+    mixed = _trades(
+        ["/NQH21", "/ESH21", "/ESH21", "/ESH21", "/NQH21", "/ESH21"], [7, 7, 2_000, 2_001, 1, 1]
+    )
+    kept = held.drop_held("trade", "history", mixed)
+    assert held.lake_reads == 1
+    assert list(
+        zip(kept.column("symbol").to_pylist(), kept.column("seq").to_pylist(), strict=True)
+    ) == [
+        ("/NQH21", 7),
+        ("/ESH21", 2_001),
+        ("/NQH21", 1),
+    ]
 
 
 async def test_an_import_refuses_while_the_pipeline_holds_the_data_dir(settings: Settings) -> None:
