@@ -19,11 +19,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tickpipe.clock import Clock, SystemClock
 from tickpipe.config import Settings
@@ -33,14 +36,15 @@ from tickpipe.sources.base import Batches, Checkpoint, Delivery, Source, SourceS
 from tickpipe.sources.context import LiveContext
 from tickpipe.store.checkpoints import checkpoint_batch, latest_checkpoints
 from tickpipe.store.held import HeldRows
-from tickpipe.store.journal import Journal
+from tickpipe.store.journal import Journal, datasets
 from tickpipe.store.lake import LakeWriter
 from tickpipe.store.lock import lock_data_dir
-from tickpipe.ticker import stamp_all
+from tickpipe.ticker import stamp_source
 
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 2.0
+FLUSH_THREADS = 2
 
 
 def backfill_profile(settings: Settings) -> Settings:
@@ -85,69 +89,134 @@ class BackfillReport:
     seconds: float
 
 
+@dataclasses.dataclass(slots=True)
+class _Checked:
+    """A delivery after the duplicate check and quality: what its journal append writes."""
+
+    source: str
+    items: list[tuple[str, pa.RecordBatch]]
+    accepted: dict[str, int]
+    quarantined: int
+    gaps: int
+
+
 class BackfillIntake:
-    """The intake of an import: exact duplicate check, quality, journal; no fan-out."""
+    """The intake of an import: exact duplicate check, quality, journal; no fan-out.
+
+    Two stages, so the disk and the processor work at once: a delivery is checked in one
+    thread while the previous one is written and fsync'd in another. At most one write is
+    in flight, and the next ``put``, ``settle`` and every roll wait for it, so deliveries
+    (each checkpoint after its events) reach the journal in order, and a write that failed
+    stops the import at its next ``put``. Appends and rolls also exclude each other by a
+    thread lock: a cancelled task never leaves its thread writing beside a roll.
+    """
 
     def __init__(self, settings: Settings, clock: Clock, journal: Journal) -> None:
-        self._settings = settings
         self._clock = clock
         self._journal = journal
         self.quality = QualityStage(backfill_profile(settings), clock)
         self.held = HeldRows(settings.lake_dir)
         self.commit_lock = asyncio.Lock()
+        """one delivery checked at a time: the quality state and the order"""
+        self.appended = asyncio.Event()
+        """set after each durable append: the flusher looks for closed segments"""
         self.reports: dict[str, SourceReport] = {}
+        self._journal_lock = threading.Lock()
+        self._writing: asyncio.Task[None] | None = None
 
     def try_put(self, delivery: Delivery) -> bool:
-        return False  # every delivery is committed before the importer reads on
+        return False  # every delivery is checked before the importer reads on
 
     async def put(self, delivery: Delivery) -> None:
-        async with self.commit_lock:  # one delivery at a time: quality state and order
-            await asyncio.to_thread(
-                self._commit,
-                delivery.source,
-                stamp_all(delivery.batches, delivery.source),
-                delivery.checkpoint,
-                delivery.quarantine,
-                delivery.gaps,
-                self._clock.now_ns(),
-            )
+        async with self.commit_lock:
+            checked = await asyncio.to_thread(self._check, delivery, self._clock.now_ns())
+            await self.settle()
+            self._writing = asyncio.create_task(self._write(checked))
 
-    def _commit(
-        self,
-        source: str,
-        batches: Batches,
-        checkpoint: Checkpoint | None,
-        quarantine: pa.RecordBatch | None,
-        gaps: pa.RecordBatch | None,
-        now: int,
-    ) -> None:
+    async def settle(self) -> None:
+        """Return once the write in flight is durable; raise what it raised."""
+        writing = self._writing
+        if writing is None:
+            return
+        try:
+            await asyncio.shield(writing)
+        finally:
+            if writing.done():
+                self._writing = None
+
+    async def _write(self, checked: _Checked) -> None:
+        await asyncio.to_thread(self._append, checked)
+        self.appended.set()
+
+    def roll(self, *, force: bool) -> None:
+        with self._journal_lock:
+            if force:
+                self._journal.roll()
+            else:
+                self._journal.maybe_roll()
+
+    def _check(self, delivery: Delivery, now: int) -> _Checked:
+        source = delivery.source
         report = self.reports.setdefault(source, SourceReport(source))
         fresh: Batches = {}
-        for kind, batch in batches.items():
+        for kind, batch in _stamped(delivery.batches, source).items():
             new = self.held.drop_held(kind.value, source, batch)
             report.duplicates += batch.num_rows - new.num_rows
             if new.num_rows:
                 fresh[kind] = new
         result = self.quality.process(source, fresh) if fresh else None
+        quarantine, gaps = delivery.quarantine, delivery.gaps
         items: list[tuple[str, pa.RecordBatch]] = []
+        accepted: dict[str, int] = {}
         if result is not None:
             items += [(kind.value, g.batch) for kind, g in result.accepted.items()]
+            accepted = {kind.value: g.batch.num_rows for kind, g in result.accepted.items()}
             quarantine = _concat(result.quarantine, quarantine)
             gaps = _concat(result.gaps, gaps)
         if quarantine is not None:
             items.append((QUARANTINE, quarantine))
         if gaps is not None:
             items.append((GAPS, gaps))
-        if checkpoint is not None:
-            items.append((CHECKPOINTS, checkpoint_batch(source, checkpoint, now)))
-        self._journal.append(items)
-        if result is not None:
-            for kind, grouped in result.accepted.items():
-                report.accepted[kind.value] = (
-                    report.accepted.get(kind.value, 0) + grouped.batch.num_rows
-                )
-        report.quarantined += quarantine.num_rows if quarantine is not None else 0
-        report.gaps += gaps.num_rows if gaps is not None else 0
+        if delivery.checkpoint is not None:
+            items.append((CHECKPOINTS, checkpoint_batch(source, delivery.checkpoint, now)))
+        return _Checked(
+            source,
+            items,
+            accepted,
+            quarantine.num_rows if quarantine is not None else 0,
+            gaps.num_rows if gaps is not None else 0,
+        )
+
+    def _append(self, checked: _Checked) -> None:
+        """Write and fsync; only then are the events counted as accepted."""
+        with self._journal_lock:
+            self._journal.append(checked.items)
+        report = self.reports[checked.source]
+        for kind, n in checked.accepted.items():
+            report.accepted[kind] = report.accepted.get(kind, 0) + n
+        report.quarantined += checked.quarantined
+        report.gaps += checked.gaps
+
+
+def _stamped(batches: Batches, name: str) -> Batches:
+    """``stamp_all``, but a source column that says ``name`` already (an importer's decoder
+    writes it) is only compared with it (~3 ms a million rows), not hashed (~18 ms)."""
+    return {
+        kind: batch if _says(batch, name) else stamp_source(batch, name)
+        for kind, batch in batches.items()
+        if batch.num_rows
+    }
+
+
+def _says(batch: pa.RecordBatch, name: str) -> bool:
+    if "source" not in batch.schema.names:
+        return False
+    column = batch.column("source")
+    return (
+        pa.types.is_string(column.type)
+        and column.null_count == 0
+        and bool(pc.all(pc.equal(column, name)).as_py())
+    )
 
 
 def _concat(a: pa.RecordBatch | None, b: pa.RecordBatch | None) -> pa.RecordBatch | None:
@@ -178,28 +247,34 @@ async def run_backfill(
         segment_bytes=settings.journal_segment_bytes,
         fsync=settings.journal_fsync,
     )
-    lake = LakeWriter(settings.lake_dir, settings.journal_dir, settings.lake_zstd_level)
+    lake = _LakeFlush(settings)
     intake = BackfillIntake(settings, clock, journal)
     try:
         journal.recover()
-        await asyncio.to_thread(lake.flush_closed)
+        await lake.flush()
         saved = await asyncio.to_thread(
             latest_checkpoints, settings.lake_dir, [s.name for s in sources]
         )
         stop_flusher = asyncio.Event()
         async with asyncio.TaskGroup() as group:
-            group.create_task(_flusher(journal, lake, intake, stop_flusher))
+            group.create_task(_flusher(lake, intake, stop_flusher))
             try:
                 for source in sources:
                     await _import_one(source, intake, clock, saved.get(source.name), progress)
             finally:
                 stop_flusher.set()
+                intake.appended.set()
     finally:
         with contextlib.suppress(Exception):
-            async with intake.commit_lock:
-                journal.roll()
-        await asyncio.to_thread(lake.flush_closed)
-        lock.close()
+            async with intake.commit_lock:  # a delivery handed over is written first
+                await intake.settle()
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(intake.roll, force=True)
+        try:
+            await lake.flush()
+        finally:
+            lake.close()
+            lock.close()
     return BackfillReport(
         [intake.reports.get(s.name, SourceReport(s.name)) for s in sources],
         time.perf_counter() - started,
@@ -224,6 +299,7 @@ async def _import_one(
                 group.create_task(bar.follow())
             try:
                 await source.run(ctx)
+                await intake.settle()  # complete once its last chunk is durable
                 report.complete = True
             finally:
                 if bar is not None:
@@ -267,13 +343,51 @@ class _Progress:
         self._done.set()
 
 
-async def _flusher(
-    journal: Journal, lake: LakeWriter, intake: BackfillIntake, stop: asyncio.Event
-) -> None:
-    """Roll segments by age or size and turn closed ones into Parquet while importing."""
+class _LakeFlush:
+    """Closed journal segments to Parquet, one thread per dataset at a time: trades and
+    quotes are written at once (each ~45 % of the work), and each dataset's segments go
+    oldest first. A dataset's lock keeps a flush left running by a cancelled task from
+    meeting the next one on the same segment."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pool = ThreadPoolExecutor(FLUSH_THREADS, thread_name_prefix="lake-flush")
+        self._writers: dict[str, tuple[threading.Lock, LakeWriter]] = {}
+
+    async def flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._pool, self._flush_dataset, dataset, *self._writer(dataset)
+                )
+                for dataset in datasets(self._settings.journal_dir)
+            )
+        )
+
+    def _writer(self, dataset: str) -> tuple[threading.Lock, LakeWriter]:
+        if dataset not in self._writers:
+            lake = LakeWriter(
+                self._settings.lake_dir, self._settings.journal_dir, self._settings.lake_zstd_level
+            )
+            self._writers[dataset] = (threading.Lock(), lake)
+        return self._writers[dataset]
+
+    @staticmethod
+    def _flush_dataset(dataset: str, lock: threading.Lock, writer: LakeWriter) -> None:
+        with lock:
+            writer.flush_closed(only=dataset)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+async def _flusher(lake: _LakeFlush, intake: BackfillIntake, stop: asyncio.Event) -> None:
+    """Roll segments by age and turn closed ones into Parquet while importing: at once
+    after an append (a chunk fills a segment), else every few seconds."""
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), FLUSH_EVERY_S)
-        async with intake.commit_lock:
-            journal.maybe_roll()
-        await asyncio.to_thread(lake.flush_closed)
+            await asyncio.wait_for(intake.appended.wait(), FLUSH_EVERY_S)
+        intake.appended.clear()
+        await asyncio.to_thread(intake.roll, force=False)
+        await lake.flush()

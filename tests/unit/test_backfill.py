@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from tickpipe.backfill import run_backfill
 from tickpipe.clock import NS_PER_SECOND
 from tickpipe.config import Settings
-from tickpipe.errors import ConfigError
+from tickpipe.errors import ConfigError, StorageError
 from tickpipe.events import Kind, Trade, to_batch
 from tickpipe.sources.base import SourceContext, SourcePolicy
 from tickpipe.store import lake
 from tickpipe.store.held import HeldRows
+from tickpipe.store.journal import Journal
 from tickpipe.store.lock import lock_data_dir
 from tickpipe.store.query import Query
 
@@ -148,6 +149,33 @@ async def test_the_duplicate_check_reads_the_lake_only_where_a_footer_allows_a_m
         ("/ESH21", 2_001),
         ("/NQH21", 1),
     ]
+
+
+async def test_a_failed_journal_write_stops_the_import_and_it_resumes_after_what_was_durable(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk is checked while the one before it is written: a write that fails must
+    still stop the import before anything after it counts, and leave its checkpoint out."""
+    real_append = Journal.append
+    appends = [0]
+
+    def failing_third(self: Journal, items: list[tuple[str, pa.RecordBatch]]) -> None:
+        appends[0] += 1
+        if appends[0] == 3:
+            raise StorageError("journal append failed: disk full")
+        real_append(self, items)
+
+    monkeypatch.setattr(Journal, "append", failing_third)
+    with pytest.raises(ExceptionGroup) as failed:
+        await run_backfill(settings, [FileImporter(5_000, 1_000)])
+    assert failed.group_contains(StorageError)
+    assert [seq for seq, _ in lake_trades(settings)] == list(range(1, 2_001))
+    monkeypatch.setattr(Journal, "append", real_append)
+    resumed = FileImporter(5_000, 1_000)
+    report = await run_backfill(settings, [resumed])
+    assert resumed.started_at == 2_000 and report.sources[0].complete
+    assert report.sources[0].accepted == {"trade": 3_000}
+    assert [seq for seq, _ in lake_trades(settings)] == list(range(1, 5_001))
 
 
 async def test_an_import_refuses_while_the_pipeline_holds_the_data_dir(settings: Settings) -> None:

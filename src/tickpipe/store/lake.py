@@ -196,13 +196,14 @@ class LakeWriter:
             )
             write_parquet(part, target, self._zstd)
 
-    def flush_closed(self) -> int:
-        """Flush every closed segment of every dataset, oldest first. A storage failure
-        ends the pass and is kept as state (``blocked_since``, ``last_error``), logged
-        when it starts and when it clears; the segment is flushed again next time."""
+    def flush_closed(self, only: str | None = None) -> int:
+        """Flush every closed segment of every dataset (or ``only`` this one), oldest
+        first. A storage failure ends the pass and is kept as state (``blocked_since``,
+        ``last_error``), logged when it starts and when it clears; the segment is flushed
+        again next time."""
         rows = 0
         try:
-            for dataset in datasets(self._journal):
+            for dataset in datasets(self._journal) if only is None else [only]:
                 for path in closed_segments(self._journal, dataset):
                     rows += self.flush_segment(dataset, path)
         except StorageError as exc:
