@@ -6,9 +6,10 @@ import datetime as dt
 import struct
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from tickpipe.events import Kind, TradeFlag
+from tickpipe.events import SCHEMAS, Kind, TradeFlag
 from tickpipe.sources.sierra import scid
 
 from .scidfile import FIRST_SUB, LAST_SUB, SAMPLE, Rec, header, sc_time, tick, unix_ns
@@ -165,3 +166,22 @@ def test_a_header_that_is_not_a_readable_scid_gets_a_clear_error(data: bytes, me
 def test_a_longer_header_is_accepted_and_its_size_used() -> None:
     parsed = scid.parse_header(header(header_size=64) + b"\0" * 8)
     assert parsed.header_size == 64 and parsed.record_size == 40
+
+
+def test_every_kind_is_built_by_column_name_in_its_schema_order() -> None:
+    """Ticks, a bid/ask-only record and a bar: each batch has exactly its kind's schema,
+    and a column missing from the decoder's list is refused, not shifted into another."""
+    t0 = sc_time(dt.datetime(2025, 11, 26, 15, tzinfo=dt.UTC))
+    decoded = decode([*SAMPLE, Rec(t0, 6000.0, 6001.0, 5999.5, 6000.75, 40, 120, 55, 65)])
+    assert set(decoded.batches) == {Kind.TRADE, Kind.QUOTE, Kind.BAR}
+    for kind, batch in decoded.batches.items():
+        assert batch.schema.equals(SCHEMAS[kind], check_metadata=True)
+    (bar,) = rows(decoded, Kind.BAR)
+    assert (bar["open"], bar["close"], bar["trades"], bar["bid_volume"]) == (
+        6000.0,
+        6000.75,
+        40,
+        55.0,
+    )
+    with pytest.raises(ValueError, match="do not match its schema"):
+        scid._batch(Kind.QUOTE, ts_event=pa.array([1]))

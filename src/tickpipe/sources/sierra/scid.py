@@ -206,21 +206,19 @@ def decode(
         if first is not None and last is not None:
             flags[_pick(first, rows)] = TradeFlag.FIRST_SUB_TRADE
             flags[_pick(last, rows)] = TradeFlag.LAST_SUB_TRADE
-        batches[Kind.TRADE] = pa.RecordBatch.from_arrays(
-            [
-                pa.array(_pick(ts_ns, rows)),
-                const.recv(m),
-                const.symbol(m),
-                pa.array(round_prices(_pick(records["close"], rows), tick_size)),
-                pa.array(_pick(volume, rows).astype(np.float64)),
-                const.source(m),
-                pa.array(_pick(seq, rows)),
-                pa.nulls(m, pa.string()),
-                pa.nulls(m, pa.string()),
-                aggressor_column(bid_vol, ask_vol),
-                pa.array(flags),
-            ],
-            schema=SCHEMAS[Kind.TRADE],
+        batches[Kind.TRADE] = _batch(
+            Kind.TRADE,
+            ts_event=pa.array(_pick(ts_ns, rows)),
+            ts_recv=const.recv(m),
+            symbol=const.symbol(m),
+            price=pa.array(round_prices(_pick(records["close"], rows), tick_size)),
+            size=pa.array(_pick(volume, rows).astype(np.float64)),
+            source=const.source(m),
+            seq=pa.array(_pick(seq, rows)),
+            exchange=pa.nulls(m, pa.string()),
+            conditions=pa.nulls(m, pa.string()),
+            aggressor=aggressor_column(bid_vol, ask_vol),
+            flags=pa.array(flags),
         )
     if is_quote.any():
         rows = _rows(is_quote)
@@ -231,41 +229,37 @@ def decode(
             bid_size, ask_size = np.zeros(m), np.zeros(m)
             bid_size[no_trade] = _fix(_pick(records["bid_volume"], rows)[no_trade])
             ask_size[no_trade] = _fix(_pick(records["ask_volume"], rows)[no_trade])
-        batches[Kind.QUOTE] = pa.RecordBatch.from_arrays(
-            [
-                pa.array(_pick(ts_ns, rows)),
-                const.recv(m),
-                const.symbol(m),
-                pa.array(round_prices(_pick(lo, rows), tick_size)),
-                pa.array(bid_size),
-                pa.array(round_prices(_pick(h, rows), tick_size)),
-                pa.array(ask_size),
-                const.source(m),
-                pa.array(_pick(seq, rows)),
-            ],
-            schema=SCHEMAS[Kind.QUOTE],
+        batches[Kind.QUOTE] = _batch(
+            Kind.QUOTE,
+            ts_event=pa.array(_pick(ts_ns, rows)),
+            ts_recv=const.recv(m),
+            symbol=const.symbol(m),
+            bid=pa.array(round_prices(_pick(lo, rows), tick_size)),
+            bid_size=pa.array(bid_size),
+            ask=pa.array(round_prices(_pick(h, rows), tick_size)),
+            ask_size=pa.array(ask_size),
+            source=const.source(m),
+            seq=pa.array(_pick(seq, rows)),
         )
     if is_bar is not None and is_bar.any():
         rows = np.flatnonzero(is_bar)
         m = rows.size
-        batches[Kind.BAR] = pa.RecordBatch.from_arrays(
-            [
-                pa.array(ts_ns[rows]),
-                const.recv(m),
-                const.symbol(m),
-                pa.array(round_prices(o[rows], tick_size)),
-                pa.array(round_prices(h[rows], tick_size)),
-                pa.array(round_prices(lo[rows], tick_size)),
-                pa.array(round_prices(records["close"][rows], tick_size)),
-                pa.array(volume[rows].astype(np.float64)),
-                const.source(m),
-                pa.array(seq[rows]),
-                pa.array(_fix(records["num_trades"][rows]).astype(np.int64)),
-                pa.array(_fix(records["bid_volume"][rows]).astype(np.float64)),
-                pa.array(_fix(records["ask_volume"][rows]).astype(np.float64)),
-                pa.nulls(m, pa.float64()),
-            ],
-            schema=SCHEMAS[Kind.BAR],
+        batches[Kind.BAR] = _batch(
+            Kind.BAR,
+            ts_event=pa.array(ts_ns[rows]),
+            ts_recv=const.recv(m),
+            symbol=const.symbol(m),
+            open=pa.array(round_prices(o[rows], tick_size)),
+            high=pa.array(round_prices(h[rows], tick_size)),
+            low=pa.array(round_prices(lo[rows], tick_size)),
+            close=pa.array(round_prices(records["close"][rows], tick_size)),
+            volume=pa.array(volume[rows].astype(np.float64)),
+            source=const.source(m),
+            seq=pa.array(seq[rows]),
+            trades=pa.array(_fix(records["num_trades"][rows]).astype(np.int64)),
+            bid_volume=pa.array(_fix(records["bid_volume"][rows]).astype(np.float64)),
+            ask_volume=pa.array(_fix(records["ask_volume"][rows]).astype(np.float64)),
+            interval_s=pa.nulls(m, pa.float64()),
         )
     bad: list[BadRecords] = []
     if bad_time is not None and bad_time.any():
@@ -287,6 +281,17 @@ def decode(
     elif (good := np.flatnonzero(usable)).size:
         last_dt = int(raw_dt[good[-1]])
     return Decoded(batches=batches, bad=bad, skipped=skipped, last_dt=last_dt)
+
+
+def _batch(kind: Kind, **columns: pa.Array) -> pa.RecordBatch:
+    """A batch of ``kind`` from columns given by name, in its schema's order: a column the
+    schema gains, loses or reorders is an error here, not a silently shifted field."""
+    schema = SCHEMAS[kind]
+    if set(columns) != set(schema.names):
+        raise ValueError(
+            f"{kind.value} columns {sorted(columns)} do not match its schema {schema.names}"
+        )
+    return pa.RecordBatch.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
 class _Constants:
