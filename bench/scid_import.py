@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -110,6 +111,9 @@ def bench_decode(path: Path, chunk: int, repeat: int) -> tuple[list[float], list
 @dataclasses.dataclass
 class Run:
     seconds: float
+    cpu_seconds: float
+    """user + system time of the command's process: what the machine's other load does
+    not inflate as much as the wall time"""
     summary: str
 
 
@@ -117,6 +121,7 @@ def import_command(path: Path, data: Path, *, script: list[str] | None = None) -
     """``tickpipe import scid`` as its own process (start-up included), timed to its exit."""
     argv = script or ["-m", "tickpipe.cli"]
     env = {**os.environ, "TICKPIPE_DATA_DIR": str(data)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(
         [sys.executable, *argv, "import", "scid", str(path), "--tick-size", "0.25"],
@@ -127,9 +132,11 @@ def import_command(path: Path, data: Path, *, script: list[str] | None = None) -
         check=False,
     )
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if done.returncode != 0:
         raise SystemExit(f"import failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return Run(seconds, done.stdout.strip().splitlines()[-1])
+    return Run(seconds, cpu, done.stdout.strip().splitlines()[-1])
 
 
 def lake_rows(data: Path, dataset: str) -> int:
@@ -150,10 +157,11 @@ def fresh(tmp: Path, name: str) -> Path:
 
 def spread(records: int, runs: list[Run]) -> str:
     rates = sorted(records / r.seconds / 1e6 for r in runs)
-    seconds = sorted(r.seconds for r in runs)
+    seconds = statistics.median(r.seconds for r in runs)
+    cpu = statistics.median(r.cpu_seconds for r in runs)
     return (
         f"min {rates[0]:.2f} / median {statistics.median(rates):.2f} / max {rates[-1]:.2f} "
-        f"M records/s  ({statistics.median(seconds):.2f} s median, n={len(runs)})"
+        f"M records/s  ({seconds:.2f} s median, {cpu:.2f} CPU s median, n={len(runs)})"
     )
 
 
