@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import dataclasses
 import logging
 import threading
@@ -45,6 +47,27 @@ log = logging.getLogger(__name__)
 
 FLUSH_EVERY_S = 2.0
 FLUSH_THREADS = 2
+
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_KEEP_BELOW = 32 * 2**20
+"""arrays up to this size come from malloc's heap and are reused once freed (glibc's cap)"""
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed memory instead of mapping every large array afresh.
+
+    An import allocates and frees the same few-MB numpy arrays for every chunk; by default
+    glibc maps each one anew and unmaps it when freed, so every page of it faults again on
+    first touch (measured on 10 M records: 430 k page faults, 2.3 s of system time, against
+    90 k and 1.2 s, for ~100 MB more peak memory). For a process that imports and exits;
+    True when applied, False where there is no glibc (nothing changes there)."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _KEEP_BELOW) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def backfill_profile(settings: Settings) -> Settings:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -176,6 +178,13 @@ async def test_a_failed_journal_write_stops_the_import_and_it_resumes_after_what
     assert resumed.started_at == 2_000 and report.sources[0].complete
     assert report.sources[0].accepted == {"trade": 3_000}
     assert [seq for seq, _ in lake_trades(settings)] == list(range(1, 5_001))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
+def test_the_import_command_can_tell_malloc_to_reuse_freed_memory() -> None:
+    """Applied in a process of its own: it is for a command that imports and exits."""
+    code = "from tickpipe.backfill import keep_freed_memory as k; raise SystemExit(not k())"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
 async def test_an_import_refuses_while_the_pipeline_holds_the_data_dir(settings: Settings) -> None:

@@ -107,7 +107,7 @@ def plan(
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tickpipe.backfill import run_backfill
+    from tickpipe.backfill import keep_freed_memory, run_backfill
     from tickpipe.clock import SystemClock
     from tickpipe.config import load_settings
     from tickpipe.logsafe import configure_logging
@@ -118,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     items = plan(
         args.paths, args.import_kind, args.symbol, args.tick_size, settings.sierra_tick_sizes
     )
+    keep_freed_memory()
     clock = SystemClock()
     source = ScidImport(items, clock) if args.import_kind == "scid" else DepthImport(items, clock)
     report = asyncio.run(run_backfill(settings, [source], progress=sys.stderr.isatty()))
