@@ -64,12 +64,14 @@ class _Keys:
     def ranges(self, source: str) -> tuple[Range, Range, Range]:
         return (
             (source, source),
-            (self.symbols[0], self.symbols[-1]) if self.symbols else None,
+            (self.symbols[0], self.symbols[-1]),
             (int(self.seqs.min()), int(self.seqs.max())),
         )
 
 
 class HeldRows:
+    """The lake's keys as far as a delivery needs them; one per import run."""
+
     def __init__(self, lake_dir: Path) -> None:
         self._lake = lake_dir
         self._footers: dict[Path, _Footer] = {}
@@ -82,9 +84,11 @@ class HeldRows:
         if batch.num_rows == 0:
             return batch
         keys = _Keys.of(batch)
+        if not keys.symbols:  # no row has a symbol the lake could hold
+            return batch
         wanted = keys.ranges(source)
         files = [f for f in self._files(dataset, batch) if self._may_hold(f, wanted)]
-        if not files or not keys.symbols:
+        if not files:
             return batch
         self.lake_reads += 1
         codes, seqs = _held_keys(files, source, keys)
