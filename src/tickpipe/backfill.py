@@ -24,12 +24,12 @@ import logging
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tickpipe.backfill_lake import UNFLUSHED_SEGMENTS, LakeFlush, backlog, flusher
 from tickpipe.clock import Clock, SystemClock
 from tickpipe.config import Settings
 from tickpipe.datasets import CHECKPOINTS, GAPS, QUARANTINE
@@ -38,15 +38,11 @@ from tickpipe.sources.base import Batches, Checkpoint, Delivery, Source, SourceS
 from tickpipe.sources.context import LiveContext
 from tickpipe.store.checkpoints import checkpoint_batch, latest_checkpoints
 from tickpipe.store.held import HeldRows
-from tickpipe.store.journal import Journal, datasets
-from tickpipe.store.lake import LakeWriter
+from tickpipe.store.journal import Journal
 from tickpipe.store.lock import lock_data_dir
 from tickpipe.ticker import stamp_source
 
 log = logging.getLogger(__name__)
-
-FLUSH_EVERY_S = 2.0
-FLUSH_THREADS = 2
 
 
 _M_TRIM_THRESHOLD = -1
@@ -143,6 +139,10 @@ class BackfillIntake:
         """one delivery checked at a time: the quality state and the order"""
         self.appended = asyncio.Event()
         """set after each durable append: the flusher looks for closed segments"""
+        self.flushed = asyncio.Event()
+        """the flusher's end-of-pass signal (see ``backfill_lake.Signals``)"""
+        self._journal_dir = settings.journal_dir
+        self._max_unflushed = UNFLUSHED_SEGMENTS * settings.journal_segment_bytes
         self.reports: dict[str, SourceReport] = {}
         self._journal_lock = threading.Lock()
         self._writing: asyncio.Task[None] | None = None
@@ -152,6 +152,7 @@ class BackfillIntake:
 
     async def put(self, delivery: Delivery) -> None:
         async with self.commit_lock:
+            await backlog(self, self._journal_dir, self._max_unflushed)
             checked = await asyncio.to_thread(self._check, delivery, self._clock.now_ns())
             await self.settle()
             self._writing = asyncio.create_task(self._write(checked))
@@ -270,7 +271,7 @@ async def run_backfill(
         segment_bytes=settings.journal_segment_bytes,
         fsync=settings.journal_fsync,
     )
-    lake = _LakeFlush(settings)
+    lake = LakeFlush(settings)
     intake = BackfillIntake(settings, clock, journal)
     try:
         journal.recover()
@@ -280,7 +281,7 @@ async def run_backfill(
         )
         stop_flusher = asyncio.Event()
         async with asyncio.TaskGroup() as group:
-            group.create_task(_flusher(lake, intake, stop_flusher))
+            group.create_task(flusher(lake, intake, stop_flusher))
             try:
                 for source in sources:
                     await _import_one(source, intake, clock, saved.get(source.name), progress)
@@ -364,53 +365,3 @@ class _Progress:
 
     def stop(self) -> None:
         self._done.set()
-
-
-class _LakeFlush:
-    """Closed journal segments to Parquet, one thread per dataset at a time: trades and
-    quotes are written at once (each ~45 % of the work), and each dataset's segments go
-    oldest first. A dataset's lock keeps a flush left running by a cancelled task from
-    meeting the next one on the same segment."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._pool = ThreadPoolExecutor(FLUSH_THREADS, thread_name_prefix="lake-flush")
-        self._writers: dict[str, tuple[threading.Lock, LakeWriter]] = {}
-
-    async def flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self._pool, self._flush_dataset, dataset, *self._writer(dataset)
-                )
-                for dataset in datasets(self._settings.journal_dir)
-            )
-        )
-
-    def _writer(self, dataset: str) -> tuple[threading.Lock, LakeWriter]:
-        if dataset not in self._writers:
-            lake = LakeWriter(
-                self._settings.lake_dir, self._settings.journal_dir, self._settings.lake_zstd_level
-            )
-            self._writers[dataset] = (threading.Lock(), lake)
-        return self._writers[dataset]
-
-    @staticmethod
-    def _flush_dataset(dataset: str, lock: threading.Lock, writer: LakeWriter) -> None:
-        with lock:
-            writer.flush_closed(only=dataset)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
-async def _flusher(lake: _LakeFlush, intake: BackfillIntake, stop: asyncio.Event) -> None:
-    """Roll segments by age and turn closed ones into Parquet while importing: at once
-    after an append (a chunk fills a segment), else every few seconds."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(intake.appended.wait(), FLUSH_EVERY_S)
-        intake.appended.clear()
-        await asyncio.to_thread(intake.roll, force=False)
-        await lake.flush()

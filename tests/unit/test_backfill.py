@@ -6,6 +6,8 @@ import asyncio
 import datetime as dt
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -14,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tickpipe.backfill import run_backfill
+from tickpipe.backfill_lake import UNFLUSHED_SEGMENTS
 from tickpipe.clock import NS_PER_SECOND
 from tickpipe.config import Settings
 from tickpipe.errors import ConfigError, StorageError
@@ -21,7 +24,8 @@ from tickpipe.events import Kind, Trade, to_batch
 from tickpipe.sources.base import SourceContext, SourcePolicy
 from tickpipe.store import lake
 from tickpipe.store.held import HeldRows
-from tickpipe.store.journal import Journal
+from tickpipe.store.journal import Journal, closed_segments
+from tickpipe.store.lake import LakeWriter
 from tickpipe.store.lock import lock_data_dir
 from tickpipe.store.query import Query
 
@@ -178,6 +182,31 @@ async def test_a_failed_journal_write_stops_the_import_and_it_resumes_after_what
     assert resumed.started_at == 2_000 and report.sources[0].complete
     assert report.sources[0].accepted == {"trade": 3_000}
     assert [seq for seq, _ in lake_trades(settings)] == list(range(1, 5_001))
+
+
+async def test_an_import_waits_for_the_lake_while_segments_pile_up(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Parquet flush is an import's slowest stage: while more than a few segments wait
+    for it, the importer waits for the flusher's next pass, so the journal holds a few
+    segments, not the whole import."""
+    settings = settings.model_copy(update={"journal_segment_bytes": 1})  # one per append
+    real_flush, real_append = LakeWriter.flush_segment, Journal.append
+    waiting: list[int] = []
+
+    def slow_flush(self: LakeWriter, dataset: str, path: Path) -> int:
+        time.sleep(0.02)
+        return real_flush(self, dataset, path)
+
+    def watched(self: Journal, items: list[tuple[str, pa.RecordBatch]]) -> None:
+        waiting.append(len(closed_segments(settings.journal_dir, "trade")))
+        real_append(self, items)
+
+    monkeypatch.setattr(LakeWriter, "flush_segment", slow_flush)
+    monkeypatch.setattr(Journal, "append", watched)
+    report = await run_backfill(settings, [FileImporter(4_000, 100)])
+    assert report.sources[0].complete and len(lake_trades(settings)) == 4_000
+    assert len(waiting) == 40 and max(waiting) <= UNFLUSHED_SEGMENTS
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc")
