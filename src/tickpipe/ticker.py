@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tickpipe.datasets import GAP_SCHEMA
 from tickpipe.events import SCHEMAS, Kind
@@ -97,8 +98,7 @@ def stamp_source(batch: pa.RecordBatch, name: str) -> pa.RecordBatch:
     index = batch.schema.get_field_index("source")
     column = batch.column(index)
     if column.null_count == 0 and pa.types.is_string(column.type):
-        uniq = column.unique()
-        if len(uniq) == 1 and uniq[0].as_py() == name:
+        if pc.all(pc.equal(column, pa.scalar(name))).as_py():  # a compare, not a hash
             return batch
     constant = pa.DictionaryArray.from_arrays(
         pa.array(np.zeros(batch.num_rows, np.int32)), pa.array([name])
