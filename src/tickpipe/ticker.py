@@ -97,9 +97,13 @@ def stamp_source(batch: pa.RecordBatch, name: str) -> pa.RecordBatch:
         return batch
     index = batch.schema.get_field_index("source")
     column = batch.column(index)
-    if column.null_count == 0 and pa.types.is_string(column.type):
-        if pc.all(pc.equal(column, pa.scalar(name))).as_py():  # a compare, not a hash
-            return batch
+    already = (
+        column.null_count == 0
+        and pa.types.is_string(column.type)
+        and pc.all(pc.equal(column, pa.scalar(name))).as_py()  # a compare, not a hash
+    )
+    if already:
+        return batch
     constant = pa.DictionaryArray.from_arrays(
         pa.array(np.zeros(batch.num_rows, np.int32)), pa.array([name])
     ).cast(pa.string())
